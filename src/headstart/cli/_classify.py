@@ -1,0 +1,41 @@
+"""`headstart classify IMAGE...`: top-k ImageNet labels per image."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..classify import classify
+from ..models import create_model
+from ._common import add_model_arguments, weights_arg
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "classify", help="classify photos with a pretrained model (top-k ImageNet labels)",
+        description="Classify images with an ImageNet-pretrained model. Unreadable files are reported on stderr "
+                    "and the others are still classified (exit code 1 if any failed).",
+        epilog="examples:\n  headstart classify dog.jpg cat.png\n  headstart classify *.jpg --top 1 --json\n"
+               "  headstart classify photo.jpg --model efficientnet_lite0",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    add_model_arguments(p)
+    p.add_argument("--top", type=int, default=5, help="labels per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = create_model(args.model, weights=weights_arg(args.weights))
+    results = classify(args.images, model, top=args.top, batch_size=args.batch_size)
+    for r in results:
+        if not r.ok:
+            print(f"error: {r.path}: {r.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            if r.ok:
+                print(f"{r.path}: " + ", ".join(str(p) for p in r.predictions))
+    return 1 if any(not r.ok for r in results) else 0

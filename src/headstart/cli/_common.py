@@ -1,0 +1,35 @@
+"""Arguments and parsers shared by several subcommands."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import HeadstartError
+
+
+def add_model_arguments(p: argparse.ArgumentParser, default: str | None = "lite0") -> None:
+    """The Keras switches, shared by every command that builds a model."""
+    g = p.add_argument_group("model")
+    if default is not None:
+        g.add_argument("--model", "-m", default=default, help=f"model name (default: {default}); see `headstart models`")
+    g.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (default), 'none' for random init, or a .pth/.safetensors path")
+
+
+def weights_arg(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def parse_shape(value: str | None) -> tuple[int, int, int] | None:
+    """'300,300' or '480x640' → (300, 300, 3)."""
+    if value is None:
+        return None
+    parts = value.replace("x", ",").replace("×", ",").split(",")
+    try:
+        nums = [int(v) for v in parts if v.strip()]
+    except ValueError:
+        nums = []
+    if len(nums) == 3 and nums[2] == 3:
+        nums = nums[:2]
+    if len(nums) != 2:
+        raise HeadstartError(f"--input-shape expects HEIGHT,WIDTH such as 300,300 or 480,640; received {value!r}.")
+    return nums[0], nums[1], 3

@@ -1,0 +1,238 @@
+"""HeadstartModel: a timm backbone with Keras' switches, its preprocessing, named layers and a summary."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..data import ImageInput, Preprocessing, load_image
+from ..errors import HeadstartError, UnknownLayerError
+from ._layers import Layer, model_layers
+from ._registry import ModelSpec
+
+__all__ = ["ModelConfig", "HeadstartModel", "Prediction", "LayerHandle"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The arguments a model was created with; enough to rebuild it (saved next to every trained model)."""
+
+    name: str
+    arch: str
+    weights: str | None = "imagenet"
+    include_top: bool = True
+    input_shape: tuple[int, int, int] | None = None  # (height, width, channels), Keras order
+    pooling: str | None = None
+    classes: int = 1000
+    head: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    probability: float
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.probability * 100:.1f}%)"
+
+
+class LayerHandle:
+    """What ``model.get_layer(name)`` returns; ``.trainable = False`` freezes it, as in Keras."""
+
+    def __init__(self, model: "HeadstartModel", layer: Layer):
+        self._model, self.layer = model, layer
+        self.name = layer.name
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        for path in self.layer.param_modules:
+            yield from self._model.get_submodule(path).parameters()
+
+    @property
+    def trainable(self) -> bool:
+        return all(p.requires_grad for p in self.parameters())
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        for p in self.parameters():
+            p.requires_grad_(bool(value))
+
+    @property
+    def output_shape(self) -> tuple:
+        return self._model.output_shapes()[self.name]
+
+    def __repr__(self) -> str:
+        return f"<Layer {self.name} ({self.layer.type}) trainable={self.trainable}>"
+
+
+class HeadstartModel(nn.Module):
+    """A pretrained (or random) timm network with the Keras Applications switches applied.
+
+    ``forward`` returns logits when the model has a classification top (ImageNet's or a new head), otherwise
+    the feature map (``pooling=None``) or vector (``pooling='avg'|'max'``). Build it with
+    :func:`headstart.create_model`.
+    """
+
+    def __init__(self, backbone: nn.Module, spec: ModelSpec, config: ModelConfig, preprocessing: Preprocessing,
+                 class_names: Sequence[str] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        self.config = config
+        self.preprocessing = preprocessing
+        self.pool: nn.Module | None = None
+        self.head: nn.Sequential | None = None
+        self.class_names = list(class_names) if class_names is not None else None
+        self._shapes: dict[str, tuple] | None = None
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features before any top: the unpooled map, pooled if ``pooling`` was given."""
+        x = self.backbone.forward_features(x)
+        return self.pool(x) if self.pool is not None else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.include_top and self.head is None:
+            return self.backbone(x)
+        x = self.forward_features(x)
+        return self.head(x) if self.head is not None else x
+
+    @property
+    def has_classifier(self) -> bool:
+        return self.class_names is not None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.preprocessing.input_size
+
+    # -- layers ----------------------------------------------------------------------------------------------
+    def layers(self) -> list[Layer]:
+        return model_layers(self)
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers()]
+
+    def resolve_layer(self, name: str) -> Layer:
+        """A named layer (Keras name for VGG, timm module name otherwise) or any module path of the backbone."""
+        for layer in self.layers():
+            if layer.name == name:
+                return layer
+        for prefix in ("backbone.", ""):
+            path = prefix + name
+            try:
+                module = self.get_submodule(path)
+            except AttributeError:
+                continue
+            if path:
+                return Layer(name, type(module).__name__, (path,), path)
+        names = self.layer_names()
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        raise UnknownLayerError(
+            f"Model {self.config.name!r} has no layer {name!r}."
+            + (f" Did you mean: {', '.join(close)}?" if close else "")
+            + f" Valid names include: {', '.join(names[:6])} … {', '.join(names[-4:])}"
+            f" ({len(names)} in all; `headstart summary {self.config.name}` lists them with shapes).")
+
+    def get_layer(self, name: str) -> LayerHandle:
+        return LayerHandle(self, self.resolve_layer(name))
+
+    def train(self, mode: bool = True) -> "HeadstartModel":
+        """Like ``nn.Module.train``, but BatchNorm layers whose parameters are all frozen stay in eval mode.
+
+        A frozen layer must not change: in train mode BatchNorm would keep updating its running statistics
+        even with ``requires_grad=False`` (the most reported fine-tuning bug in Keras, Lightning and fastai).
+        """
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    params = list(m.parameters())
+                    if params and not any(p.requires_grad for p in params):
+                        m.eval()
+        return self
+
+    # -- shapes and summary ----------------------------------------------------------------------------------
+    def output_shapes(self) -> dict[str, tuple]:
+        """Per-layer output shapes (Keras order: (None, H, W, C) or (None, N)) from one dry run."""
+        if self._shapes is None:
+            self._shapes = _trace_shapes(self, self.layers())
+        return self._shapes
+
+    def summary(self, print_fn: Callable[[str], None] | None = print):
+        """Print and return a Keras-style table of layers, output shapes and parameter counts."""
+        from ._summary import summarize
+
+        table = summarize(self)
+        if print_fn is not None:
+            print_fn(str(table))
+        return table
+
+    # -- classification --------------------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Images (paths, PIL images or arrays) → a normalized batch tensor for this model."""
+        transform = self.preprocessing.transform()
+        return torch.stack([transform(load_image(im)) for im in images])
+
+    @torch.inference_mode()
+    def classify(self, images: ImageInput | Sequence[ImageInput], top: int = 5,
+                 batch_size: int = 16) -> list[list[Prediction]]:
+        """Top-``top`` labels with probabilities for each image (the seed's first usage pattern)."""
+        if not self.has_classifier:
+            raise HeadstartError(
+                f"Model {self.config.name!r} was created with include_top=False and no head, so it has no classes "
+                f"to predict. Use include_top=True (ImageNet labels) or a trained model (headstart.load).")
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+            images = [images]
+        was_training = self.training
+        self.eval()
+        results: list[list[Prediction]] = []
+        for i in range(0, len(images), batch_size):
+            probs = self(self.preprocess(images[i:i + batch_size])).float().softmax(-1)
+            values, indices = probs.topk(min(top, probs.shape[-1]), dim=-1)
+            for vals, idxs in zip(values.tolist(), indices.tolist()):
+                results.append([Prediction(self.class_names[j], j, v) for v, j in zip(vals, idxs)])
+        self.train(was_training)
+        return results
+
+
+def keras_shape(shape: Sequence[int]) -> tuple:
+    """(N, C, H, W) → (None, H, W, C); (N, F) → (None, F)."""
+    shape = tuple(shape)
+    if len(shape) == 4:
+        return (None, shape[2], shape[3], shape[1])
+    return (None, *shape[1:])
+
+
+@torch.no_grad()
+def _trace_shapes(model: HeadstartModel, layers: list[Layer]) -> dict[str, tuple]:
+    """Run one zero image through the model and record each layer's output shape."""
+    shapes: dict[str, tuple] = {}
+    hooks = []
+    for layer in layers:
+        module = model.get_submodule(layer.output_module)
+
+        def hook(mod, args, out, layer=layer):
+            if layer.name in shapes:
+                return
+            t = args[0] if layer.flatten_input else out
+            if isinstance(t, torch.Tensor):
+                flat = layer.flatten_input or layer.flatten_output
+                shapes[layer.name] = (None, int(t[0].numel())) if flat else keras_shape(t.shape)
+
+        hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        h, w = model.input_size
+        model(torch.zeros(1, 3, h, w))
+    finally:
+        for hk in hooks:
+            hk.remove()
+        model.train(was_training)
+    return shapes

@@ -1,0 +1,59 @@
+"""Shared fixtures: generated images and tiny random-weight models, so most tests run in milliseconds."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Never touch the user's real cache from tests."""
+    monkeypatch.setenv("HEADSTART_HOME", str(tmp_path_factory.mktemp("headstart_home")))
+
+
+def make_image(path: Path, size=(48, 40), color=(200, 30, 30), mode="RGB", noise=0, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    arr = np.zeros((size[1], size[0], 3), np.float32) + np.array(color, np.float32)
+    if noise:
+        arr += rng.normal(0, noise, arr.shape)
+    im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Two classes of 8 small noisy images each: red `a/`, blue `b/`."""
+    root = tmp_path / "images"
+    for cls, color in (("a", (220, 40, 40)), ("b", (40, 40, 220))):
+        for i in range(8):
+            make_image(root / cls / f"{cls}{i}.png", color=color, noise=25, seed=i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    import headstart
+
+    return headstart.create_model("lite0")
+
+
+@pytest.fixture(scope="session")
+def sample_photos(tmp_path_factory):
+    """Well-known photos (scikit-image, matplotlib) written as files."""
+    import matplotlib.cbook as cbook
+    import skimage.data
+
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(skimage.data.coffee()).save(d / "coffee.jpg", quality=95)
+    Image.fromarray(skimage.data.chelsea()).save(d / "chelsea.png")
+    hopper = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return {"coffee": d / "coffee.jpg", "chelsea": d / "chelsea.png", "grace_hopper": hopper}

@@ -1,0 +1,71 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headstart import ImageLoadError, load_image
+
+
+def test_modes_convert_to_rgb(tmp_path):
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 3] = 0  # fully transparent → white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    sixteen = np.full((10, 12), 65535, np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "g16.png")
+    Image.fromarray(rgb).convert("1").save(tmp_path / "bw.png")
+    for name in ("gray.png", "cmyk.jpg", "pal.png", "rgba.png", "g16.png", "bw.png"):
+        im = load_image(tmp_path / name)
+        assert im.mode == "RGB" and im.size == (12, 10), name
+    assert load_image(tmp_path / "rgba.png").getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(tmp_path / "g16.png").getpixel((0, 0)) == (255, 255, 255)
+    r, g, b = load_image(tmp_path / "cmyk.jpg").getpixel((5, 5))
+    assert r > 150 and g < 60 and b < 60
+    assert load_image(tmp_path / "gray.png").getpixel((0, 0))[0] == round(200 * 0.299)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((10, 20, 3), np.uint8)  # 20 wide, 10 high
+    arr[:, :10] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    Image.fromarray(arr).save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    im = load_image(tmp_path / "rot.jpg")
+    assert im.size == (10, 20)
+    assert im.getpixel((5, 2))[0] > 200 and im.getpixel((5, 17))[0] < 50  # white half now on top
+
+
+def test_arrays():
+    assert load_image(np.zeros((4, 5), np.uint16)).size == (5, 4)
+    assert load_image(np.ones((4, 5, 3), np.float32)).getpixel((0, 0)) == (255, 255, 255)
+    with pytest.raises(ImageLoadError, match="shape"):
+        load_image(np.zeros((4, 5, 2)))
+
+
+@pytest.mark.parametrize("content,cause", [
+    (b"", "empty file"), (b"hello world", "not an image"),
+])
+def test_bad_files_name_the_cause(tmp_path, content, cause):
+    p = tmp_path / "bad.jpg"
+    p.write_bytes(content)
+    with pytest.raises(ImageLoadError, match=cause) as info:
+        load_image(p)
+    assert str(p) in str(info.value)
+
+
+def test_truncated_and_missing(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, "JPEG")
+    (tmp_path / "t.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageLoadError, match="corrupt"):
+        load_image(tmp_path / "t.jpg")
+    with pytest.raises(ImageLoadError, match="not found"):
+        load_image(tmp_path / "nope.png")
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(ImageLoadError, match="directory"):
+        load_image(tmp_path / "dir.png")
