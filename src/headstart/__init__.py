@@ -23,12 +23,15 @@ from .models import Prediction as Prediction
 from .models import create_model as create_model
 from .models import list_models as list_models
 from .classify import classify as classify
+from .features import ExtractConfig as ExtractConfig
+from .features import FeatureSet as FeatureSet
+from .features import extract as extract
 
 try:
     __version__ = version("headstart")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["create_model", "list_models", "classify", "load_image", "HeadstartModel", "Prediction",
+__all__ = ["create_model", "list_models", "classify", "extract", "ExtractConfig", "FeatureSet", "load_image", "HeadstartModel", "Prediction",
            "Preprocessing", "HeadstartError", "UnknownModelError", "UnknownLayerError", "InputShapeError",
            "WeightsError", "WeightsNotFoundError", "ChecksumError", "ImageLoadError", "__version__"]

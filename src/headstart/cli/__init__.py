@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
 from ..errors import HeadstartError
-from . import _classify, _models, _summary
+from . import _classify, _extract, _models, _summary
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (_models, _summary, _classify)
+_COMMANDS = (_models, _summary, _classify, _extract)
 
 EPILOG = """examples:
   headstart models                                  # what is available, and usable offline now
   headstart classify photo.jpg --top 3              # ImageNet labels with the offline Lite0 weights
   headstart summary vgg16 --no-top --input-shape 300,300
+  headstart extract photos/ --out feats/            # features of every image, resumable
 
 exit codes: 0 ok, 1 some inputs failed (others processed), 2 bad arguments, 130 interrupted.
 Run `headstart COMMAND --help` for each command's options and examples."""
@@ -55,3 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `headstart ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

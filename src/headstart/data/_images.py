@@ -5,6 +5,8 @@ conversion and error messages are the same in classify, extract, train, predict 
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -15,7 +17,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageLoadError
 
-__all__ = ["ImageInput", "load_image", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageInput", "load_image", "read_image_file", "IMAGE_EXTENSIONS"]
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -48,31 +50,56 @@ def load_image(source: ImageInput, *, draft_size: tuple[int, int] | None = None)
     return _open_file(Path(source), draft_size)
 
 
+def read_image_file(path: str | os.PathLike, *, draft_size: tuple[int, int] | None = None
+                    ) -> tuple[Image.Image, str, tuple[int, int]]:
+    """Read a file once: return (RGB image, SHA-256 of the file's bytes, original (width, height))."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageLoadError(path, _os_cause(path, exc)) from None
+    im, size = _decode(io.BytesIO(data), path, draft_size)
+    return im, hashlib.sha256(data).hexdigest(), size
+
+
 def _open_file(path: Path, draft_size: tuple[int, int] | None) -> Image.Image:
+    try:
+        with open(path, "rb") as f:
+            return _decode(f, path, draft_size)[0]
+    except OSError as exc:
+        if isinstance(exc, ImageLoadError):
+            raise
+        raise ImageLoadError(path, _os_cause(path, exc)) from None
+
+
+def _os_cause(path: Path, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "broken symbolic link" if path.is_symlink() else "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not an image file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"cannot read file ({exc.strerror or exc})"  # ELOOP (symlink loop), EIO, ...
+
+
+def _decode(fp, path: Path, draft_size: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]]:
     try:
         with warnings.catch_warnings():
             # Pillow warns before it raises for large images; we report the error instead.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(fp) as im:
+                size = im.size
                 if draft_size is not None and im.format == "JPEG":
                     im.draft("RGB", draft_size)
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb(im)
-    except FileNotFoundError:
-        cause = "broken symbolic link" if path.is_symlink() else "file not found"
-    except IsADirectoryError:
-        cause = "is a directory, not an image file"
-    except PermissionError:
-        cause = "permission denied"
+                return _to_rgb(ImageOps.exif_transpose(im)), size
     except UnidentifiedImageError:
         cause = "not an image file Pillow can decode" + (" (empty file)" if _is_empty(path) else "")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         cause = f"refused as a possible decompression bomb ({exc})"
     except OSError as exc:
-        # ELOOP (symlink loop), truncated data, decoder errors...
-        cause = f"corrupt or unreadable image ({exc.strerror or exc})"
-    except (ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        cause = f"corrupt or truncated image data ({exc.strerror or exc})"
+    except (ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError) as exc:
         cause = f"corrupt image ({type(exc).__name__}: {exc})"
     raise ImageLoadError(path, cause)
 

@@ -50,10 +50,20 @@ def _type_name(module: nn.Module) -> str:
 
 
 def _leaf_layers(root: nn.Module, prefix: str) -> list[Layer]:
-    out = []
-    for path, module in root.named_modules():
-        if path and not any(True for _ in module.children()):
+    """Modules that own parameters or buffers (e.g. timm's BatchNormAct2d, with its act inside) or have no
+    children: one row each, without descending into them."""
+    out: list[Layer] = []
+
+    def visit(module: nn.Module, path: str) -> None:
+        children = list(module.named_children())
+        own = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+        if path and (own or not children):
             out.append(Layer(path, type(module).__name__, (f"{prefix}.{path}",), f"{prefix}.{path}"))
+            return
+        for name, child in children:
+            visit(child, f"{path}.{name}" if path else name)
+
+    visit(root, "")
     return out
 
 

@@ -137,7 +137,8 @@ class HeadstartModel(nn.Module):
             f"Model {self.config.name!r} has no layer {name!r}."
             + (f" Did you mean: {', '.join(close)}?" if close else "")
             + f" Valid names include: {', '.join(names[:6])} … {', '.join(names[-4:])}"
-            f" ({len(names)} in all; `headstart summary {self.config.name}` lists them with shapes).")
+            f" ({len(names)} in all; any module path such as a stage name also works; "
+            f"`headstart summary {self.config.name}` lists them with shapes).")
 
     def get_layer(self, name: str) -> LayerHandle:
         return LayerHandle(self, self.resolve_layer(name))

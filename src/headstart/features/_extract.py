@@ -1,0 +1,303 @@
+"""``extract``: run a folder / CSV / file list through a network and save one layer's features to a store.
+
+Decoding runs in DataLoader worker processes while the main process runs the network under
+``torch.inference_mode()`` with channels_last tensors; features stream to a memory-mapped file chunk by chunk,
+so memory stays flat as the dataset grows and an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import Item, read_image_file, read_source
+from ..errors import HeadstartError, ImageLoadError
+from ..models import get_spec
+from ..weights import sha256_file
+from ._model import FeatureModel
+from ._store import META, WORK, FeatureSet, StoreWriter
+
+__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_model_for", "default_workers"]
+
+_logger = logging.getLogger(__name__)
+
+DTYPES = ("float32", "float16")
+# JPEGs are decoded at a reduced scale (Pillow draft mode) only down to DRAFT_FACTOR × the resize target, so the
+# final antialiased resize still averages several decoded pixels per output pixel. benchmarks/extract.py measures
+# the effect on features.
+DRAFT_FACTOR = 2
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that determines the features; the store records it and a rerun compares it."""
+
+    model: str = "lite0"
+    layer: str | None = None  # None: pooled pre-classifier vector (VGG: fc2)
+    pooling: str = "avg"  # avg | max | avgmax | none
+    weights: str | None = "imagenet"
+    input_shape: tuple[int, int, int] | None = None
+    dtype: str = "float32"
+    draft: bool = True  # reduced-size JPEG decoding
+    # Execution settings: they change speed, not the features.
+    batch_size: int = 32
+    workers: int | None = None  # None: chosen for this machine
+    chunk_batches: int = 8  # batches per resumable chunk
+
+    def identity(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("batch_size", "workers", "chunk_batches"):
+            d.pop(k)
+        d["input_shape"] = list(self.input_shape) if self.input_shape else None
+        return d
+
+
+@dataclass
+class ExtractStats:
+    images: int = 0
+    extracted: int = 0
+    skipped: int = 0
+    computed: int = 0  # images run through the network in this call (0 on a cache hit)
+    cached: bool = False
+    resumed_chunks: int = 0
+    seconds: float = 0.0
+    skipped_reasons: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_workers() -> int:
+    """Decoding workers: one core in two for decoding (measured best on 2 cores; see benchmarks/RESULTS.md)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class _Images(Dataset):
+    def __init__(self, items: Sequence[Item], transform: Callable, draft_size: tuple[int, int] | None):
+        self.items, self.transform, self.draft_size = items, transform, draft_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        try:
+            im, sha, (w, h) = read_image_file(item.path, draft_size=self.draft_size)
+            return i, self.transform(im), sha, w, h, None
+        except ImageLoadError as exc:
+            return i, None, "", 0, 0, exc.cause
+        except Exception as exc:  # a decoder bug must not end a 20,000-image run; the image is skipped
+            return i, None, "", 0, 0, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(batch):
+    good = [b[1] for b in batch if b[1] is not None]
+    return [b[0] for b in batch], (torch.stack(good) if good else None), [b[2:] for b in batch]
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # a decoding worker must not compete with the network for cores
+
+
+def feature_model_for(config: ExtractConfig) -> FeatureModel:
+    # Random-init models are seeded so that a resumed extraction computes exactly what the first run did.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return FeatureModel(config.model, layer=config.layer, pooling=config.pooling, weights=config.weights,
+                            input_shape=config.input_shape)
+
+
+def _fingerprint(config: ExtractConfig, items: Sequence[Item]) -> dict[str, Any]:
+    h = hashlib.sha256()
+    for it in items:
+        try:
+            st = os.stat(it.path)
+            sig = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            sig = "missing"
+        h.update(f"{it.path}\0{it.label}\0{sig}\n".encode("utf-8", "surrogateescape"))
+    spec = get_spec(config.model)
+    if config.weights == "imagenet":
+        weights_id = spec.weights.sha256 if spec.weights else "timm"
+    elif config.weights is None:
+        weights_id = "random(seed=0)"
+    else:
+        weights_id = sha256_file(config.weights)
+    return {"config": {**config.identity(), "model": spec.name}, "weights_sha256": weights_id,
+            "inputs_sha256": h.hexdigest(), "n": len(items)}
+
+
+def _prepare_out(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> FeatureSet | None:
+    """Return the existing store on a cache hit; clear or refuse a store that does not match."""
+    if (out / META).is_file():
+        meta = json.loads((out / META).read_text())
+        if meta.get("complete") and meta.get("fingerprint") == fingerprint:
+            return FeatureSet.load(out)
+        if not overwrite:
+            raise HeadstartError(
+                f"{out} already holds features of other inputs or another configuration (model, layer, pooling, "
+                f"dtype, or the files changed). Pass --overwrite (overwrite=True) to replace them, or another --out.")
+        for name in ("meta.json", "features.npy", "index.csv", "skipped.csv"):
+            (out / name).unlink(missing_ok=True)
+    elif out.is_dir() and any(p.name != WORK for p in out.iterdir()):
+        raise HeadstartError(f"{out} exists and is not a feature store; refusing to write into it. Choose an "
+                             f"empty or new --out folder.")
+    if overwrite and (out / WORK).is_dir():
+        shutil.rmtree(out / WORK)
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
+            config: ExtractConfig | None = None, *, overwrite: bool = False, progress: bool = True,
+            **overrides: Any) -> FeatureSet:
+    """Extract features for every image of ``source`` into the store ``out`` and return it.
+
+    Args:
+        source: a folder (recursive; class subfolders become labels), a CSV with ``path[,label]``, or files.
+        out: the store directory (created). Rerunning with the same inputs and configuration does no model work;
+            after an interruption it resumes.
+        config: an :class:`ExtractConfig`; keyword ``overrides`` (``model=``, ``layer=``, ``pooling=`` …)
+            replace its fields.
+        overwrite: replace a store that holds other inputs or another configuration.
+        progress: show a progress bar (only on an interactive terminal).
+
+    Returns:
+        The :class:`FeatureSet`; ``.stats`` tells what this call did (cached, resumed, computed, skipped).
+    """
+    config = replace(config or ExtractConfig(), **overrides)
+    if config.dtype not in DTYPES:
+        raise HeadstartError(f"dtype must be one of {', '.join(DTYPES)}; received {config.dtype!r}.")
+    if config.batch_size < 1:
+        raise HeadstartError(f"batch_size must be at least 1; received {config.batch_size}.")
+    t0 = time.perf_counter()
+    items = read_source(source)
+    out = Path(out)
+    fingerprint = _fingerprint(config, items)
+    cached = _prepare_out(out, fingerprint, overwrite)
+    if cached is not None:
+        cached.stats = ExtractStats(len(items), len(cached), len(cached.skipped), 0, True,
+                                    seconds=time.perf_counter() - t0)
+        _logger.info("%s is up to date: no model work done", out)
+        return cached
+    fm = feature_model_for(config)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    writer = StoreWriter(out, fingerprint, len(items), fm.feature_shape, config.dtype, config.batch_size,
+                         config.chunk_batches, created)
+    stats = _run(fm, items, writer, config, progress)
+    meta = _meta(fm, config, fingerprint)
+    counts = writer.finalize(meta)
+    stats.images, stats.extracted, stats.skipped = counts["images"], counts["extracted"], counts["skipped"]
+    stats.seconds = time.perf_counter() - t0
+    fs = FeatureSet.load(out)
+    fs.stats = stats
+    return fs
+
+
+def _run(fm: FeatureModel, items: Sequence[Item], writer: StoreWriter, config: ExtractConfig,
+         progress: bool) -> ExtractStats:
+    done = writer.done_chunks()
+    stats = ExtractStats(resumed_chunks=len(done))
+    cs = writer.chunk_size
+    batches, batch_chunk = [], []
+    for c in range(writer.n_chunks):
+        if c in done:
+            continue
+        rows = list(range(c * cs, min((c + 1) * cs, len(items))))
+        for b in range(0, len(rows), writer.batch_size):
+            batches.append(rows[b:b + writer.batch_size])
+            batch_chunk.append(c)
+    if not batches:
+        return stats
+    workers = default_workers() if config.workers is None else config.workers
+    resize = fm.preprocessing.resize_size
+    draft = (DRAFT_FACTOR * min(resize),) * 2 if config.draft else None
+    loader = DataLoader(_Images(items, fm.preprocessing.transform(), draft), batch_sampler=batches,
+                        num_workers=workers, collate_fn=_collate, worker_init_fn=_worker_init,
+                        prefetch_factor=4 if workers else None)
+    fm.to("cpu", channels_last=True)
+    np_dtype = np.dtype(config.dtype)
+    pending_rows: dict[int, list] = {}
+    pending_feats: dict[int, dict[int, np.ndarray]] = {}
+    left = {c: batch_chunk.count(c) for c in set(batch_chunk)}
+    with _progress_bar(progress, len(items), len(items) - sum(len(b) for b in batches)) as advance:
+        for b, (idx, x, infos) in enumerate(loader):
+            c = batch_chunk[b]
+            feats = fm(x.contiguous(memory_format=torch.channels_last)).numpy() if x is not None else []
+            good = iter(feats)
+            rows, store = pending_rows.setdefault(c, []), pending_feats.setdefault(c, {})
+            for i, (sha, w, h, err) in zip(idx, infos):
+                rows.append({"item": i, "path": items[i].path, "label": items[i].label, "sha256": sha,
+                             "width": w, "height": h, "error": err})
+                if err is None:
+                    store[i] = next(good).astype(np_dtype)
+                else:
+                    stats.skipped_reasons.append((items[i].path, err))
+            stats.computed += len(feats)
+            left[c] -= 1
+            if left[c] == 0:
+                writer.write_chunk(c, pending_rows.pop(c), pending_feats.pop(c))
+            advance(len(idx))
+    return stats
+
+
+class _progress_bar:
+    """A rich progress bar with images/s and ETA on a terminal; silent in logs and with progress=False."""
+
+    def __init__(self, enabled: bool, total: int, completed: int):
+        from rich.console import Console
+
+        self.enabled = enabled and Console(stderr=True).is_terminal
+        self.total, self.completed = total, completed
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("extracting"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                            TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), console=Console(stderr=True))
+        self.bar.start()
+        self.task = self.bar.add_task("extract", total=self.total, completed=self.completed, rate="-")
+        self.t0, self.n = time.perf_counter(), 0
+
+        def advance(n: int) -> None:
+            self.n += n
+            rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.update(self.task, advance=n, rate=f"{rate:.1f}")
+
+        return advance
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def _meta(fm: FeatureModel, config: ExtractConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    from .. import __version__
+
+    return {
+        "format": "headstart-features/1",
+        "model": fm.model.config.name, "architecture": fm.model.config.arch,
+        "weights": config.weights, "weights_sha256": fingerprint["weights_sha256"],
+        "layer": fm.layer_name or "(pooled pre-classifier features)", "pooling": config.pooling,
+        "preprocessing": fm.preprocessing.to_dict(), "draft_decoding": config.draft,
+        "feature_shape": list(fm.feature_shape), "layout": "channels_last" if len(fm.feature_shape) == 3 else "flat",
+        "dtype": config.dtype, "headstart_version": __version__,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fingerprint": fingerprint,
+    }
