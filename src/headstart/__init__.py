@@ -26,12 +26,15 @@ from .classify import classify as classify
 from .features import ExtractConfig as ExtractConfig
 from .features import FeatureSet as FeatureSet
 from .features import extract as extract
+from .train import TrainConfig as TrainConfig
+from .train import load as load
+from .train import train as train
 
 try:
     __version__ = version("headstart")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["create_model", "list_models", "classify", "extract", "ExtractConfig", "FeatureSet", "load_image", "HeadstartModel", "Prediction",
+__all__ = ["create_model", "list_models", "classify", "extract", "ExtractConfig", "FeatureSet", "train", "load", "TrainConfig", "load_image", "HeadstartModel", "Prediction",
            "Preprocessing", "HeadstartError", "UnknownModelError", "UnknownLayerError", "InputShapeError",
            "WeightsError", "WeightsNotFoundError", "ChecksumError", "ImageLoadError", "__version__"]

@@ -12,17 +12,20 @@ import sys
 from typing import Sequence
 
 from ..errors import HeadstartError
-from . import _classify, _extract, _models, _summary
+from . import _classify, _data, _extract, _models, _predict, _summary, _train
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (_models, _summary, _classify, _extract)
+_COMMANDS = (_models, _summary, _classify, _extract, _data, _train, _predict)
 
 EPILOG = """examples:
   headstart models                                  # what is available, and usable offline now
   headstart classify photo.jpg --top 3              # ImageNet labels with the offline Lite0 weights
   headstart summary vgg16 --no-top --input-shape 300,300
   headstart extract photos/ --out feats/            # features of every image, resumable
+  headstart data elpv data/elpv                     # real demo data (solar cells)
+  headstart train data/elpv --out runs/elpv         # auto: tries 4 strategies, keeps the best
+  headstart predict runs/elpv cell.png              # use the trained model
 
 exit codes: 0 ok, 1 some inputs failed (others processed), 2 bad arguments, 130 interrupted.
 Run `headstart COMMAND --help` for each command's options and examples."""

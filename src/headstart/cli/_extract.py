@@ -37,8 +37,9 @@ def add_parser(sub) -> None:
                    help="how a feature map is reduced: avg, max, avgmax (both, concatenated) or none (keep the "
                         "H×W×C map); default avg")
     p.add_argument("--input-shape", help="HEIGHT,WIDTH of the network input (default: the weights' size)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: chosen for this machine)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass in each worker (default 4)")
+    p.add_argument("--workers", type=int, help="processes that decode and run the network (default: one per "
+                                                  "core; 0 runs everything in this process)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored precision")
     p.add_argument("--no-draft", dest="draft", action="store_false",
                    help="decode JPEGs at full size (default: reduced-size decoding where the features stay equal)")

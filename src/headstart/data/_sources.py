@@ -23,7 +23,7 @@ class Item:
     label: str = ""
 
 
-def read_source(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Item]:
+def read_source(source: str | os.PathLike | Sequence[str | os.PathLike | Item]) -> list[Item]:
     """Items from a folder (recursive; the first-level subfolder is the label), a CSV ``path[,label]`` or files.
 
     The order is deterministic (sorted paths for folders; file order for CSVs and lists).
@@ -35,7 +35,7 @@ def read_source(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         if p.suffix.lower() == ".csv" and p.is_file():
             return read_csv(p)
         source = [p]
-    items = [Item(os.path.abspath(s)) for s in source]
+    items = [s if isinstance(s, Item) else Item(os.path.abspath(s)) for s in source]
     if not items:
         raise SourceError("No input given: expected a folder, a CSV file or image files.")
     if len(items) == 1 and not os.path.lexists(items[0].path):

@@ -28,15 +28,15 @@ from ..weights import sha256_file
 from ._model import FeatureModel
 from ._store import META, WORK, FeatureSet, StoreWriter
 
-__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_model_for", "default_workers"]
+__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_model_for", "default_workers", "batch_loader"]
 
 _logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16")
 # JPEGs are decoded at a reduced scale (Pillow draft mode) only down to DRAFT_FACTOR × the resize target, so the
-# final antialiased resize still averages several decoded pixels per output pixel. benchmarks/extract.py measures
-# the effect on features.
-DRAFT_FACTOR = 2
+# final antialiased resize still averages several decoded pixels per output pixel. Measured on 12-MP photos
+# (benchmarks/extract.py): 2.6× faster decoding, features within what re-saving the JPEG at quality 95 changes.
+DRAFT_FACTOR = 4
 
 
 @dataclass
@@ -50,9 +50,10 @@ class ExtractConfig:
     input_shape: tuple[int, int, int] | None = None
     dtype: str = "float32"
     draft: bool = True  # reduced-size JPEG decoding
+    capture: str = "output"  # "input": what enters `layer` (the cut point of partial fine-tuning)
     # Execution settings: they change speed, not the features.
-    batch_size: int = 32
-    workers: int | None = None  # None: chosen for this machine
+    batch_size: int = 4  # per forward pass, in each worker; small batches run fastest single-threaded on a CPU
+    workers: int | None = None  # None: one per core
     chunk_batches: int = 8  # batches per resumable chunk
 
     def identity(self) -> dict[str, Any]:
@@ -80,35 +81,66 @@ class ExtractStats:
 
 
 def default_workers() -> int:
-    """Decoding workers: one core in two for decoding (measured best on 2 cores; see benchmarks/RESULTS.md)."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """One worker process per core, each decoding and running the network single-threaded."""
+    return max(1, os.cpu_count() or 1)
 
 
-class _Images(Dataset):
-    def __init__(self, items: Sequence[Item], transform: Callable, draft_size: tuple[int, int] | None):
-        self.items, self.transform, self.draft_size = items, transform, draft_size
+class _Batches(Dataset):
+    """Decodes a batch and (in CPU mode) runs the network on it, inside a DataLoader worker.
+
+    On a few-core CPU, one single-threaded network per core beats one multi-threaded network fed by decoding
+    workers: no thread synchronization, no oversubscription, and decoding overlaps with the other worker's
+    compute (benchmarks/RESULTS.md). The model is shared with the workers copy-on-write (fork).
+    """
+
+    def __init__(self, items: Sequence[Item], transform: Callable, draft_size: tuple[int, int] | None,
+                 fm: Callable | None):
+        self.items, self.transform, self.draft_size, self.fm = items, transform, draft_size, fm
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
-        item = self.items[i]
+    def _load(self, i: int):
         try:
-            im, sha, (w, h) = read_image_file(item.path, draft_size=self.draft_size)
-            return i, self.transform(im), sha, w, h, None
+            im, sha, (w, h) = read_image_file(self.items[i].path, draft_size=self.draft_size)
+            return self.transform(im), (sha, w, h, None)
         except ImageLoadError as exc:
-            return i, None, "", 0, 0, exc.cause
+            return None, ("", 0, 0, exc.cause)
         except Exception as exc:  # a decoder bug must not end a 20,000-image run; the image is skipped
-            return i, None, "", 0, 0, f"{type(exc).__name__}: {exc}"
+            return None, ("", 0, 0, f"{type(exc).__name__}: {exc}")
+
+    def __getitems__(self, idx: list[int]):
+        loaded = [self._load(i) for i in idx]
+        good = [t for t, _ in loaded if t is not None]
+        x = torch.stack(good).contiguous(memory_format=torch.channels_last) if good else None
+        if x is not None and self.fm is not None:
+            x = self.fm(x).numpy()
+        return idx, x, [info for _, info in loaded]
 
 
-def _collate(batch):
-    good = [b[1] for b in batch if b[1] is not None]
-    return [b[0] for b in batch], (torch.stack(good) if good else None), [b[2:] for b in batch]
+def _identity(batch):
+    return batch
 
 
-def _worker_init(_):
-    torch.set_num_threads(1)  # a decoding worker must not compete with the network for cores
+class _WorkerInit:
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def __call__(self, _):
+        torch.set_num_threads(self.threads)
+
+
+def batch_loader(items: Sequence[Item], transform: Callable, fn: Callable | None, batches: list[list[int]], *,
+                 workers: int | None = None, draft: tuple[int, int] | None = None) -> DataLoader:
+    """Yields (indices, fn(batch) as numpy, per-item (sha256, width, height, error)) for each batch, in order.
+
+    ``fn`` (a feature model, or a model's probabilities) runs inside the worker processes, single-threaded.
+    """
+    workers = default_workers() if workers is None else workers
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    return DataLoader(_Batches(items, transform, draft, fn), batch_sampler=batches, num_workers=workers,
+                      collate_fn=_identity, worker_init_fn=_WorkerInit(threads),
+                      prefetch_factor=2 if workers else None)
 
 
 def feature_model_for(config: ExtractConfig) -> FeatureModel:
@@ -116,7 +148,7 @@ def feature_model_for(config: ExtractConfig) -> FeatureModel:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return FeatureModel(config.model, layer=config.layer, pooling=config.pooling, weights=config.weights,
-                            input_shape=config.input_shape)
+                            input_shape=config.input_shape, capture=config.capture)
 
 
 def _fingerprint(config: ExtractConfig, items: Sequence[Item]) -> dict[str, Any]:
@@ -221,21 +253,17 @@ def _run(fm: FeatureModel, items: Sequence[Item], writer: StoreWriter, config: E
             batch_chunk.append(c)
     if not batches:
         return stats
-    workers = default_workers() if config.workers is None else config.workers
-    resize = fm.preprocessing.resize_size
-    draft = (DRAFT_FACTOR * min(resize),) * 2 if config.draft else None
-    loader = DataLoader(_Images(items, fm.preprocessing.transform(), draft), batch_sampler=batches,
-                        num_workers=workers, collate_fn=_collate, worker_init_fn=_worker_init,
-                        prefetch_factor=4 if workers else None)
+    draft = (DRAFT_FACTOR * min(fm.preprocessing.resize_size),) * 2 if config.draft else None
     fm.to("cpu", channels_last=True)
+    loader = batch_loader(items, fm.preprocessing.transform(), fm, batches, workers=config.workers, draft=draft)
     np_dtype = np.dtype(config.dtype)
     pending_rows: dict[int, list] = {}
     pending_feats: dict[int, dict[int, np.ndarray]] = {}
     left = {c: batch_chunk.count(c) for c in set(batch_chunk)}
     with _progress_bar(progress, len(items), len(items) - sum(len(b) for b in batches)) as advance:
-        for b, (idx, x, infos) in enumerate(loader):
+        for b, (idx, feats, infos) in enumerate(loader):
             c = batch_chunk[b]
-            feats = fm(x.contiguous(memory_format=torch.channels_last)).numpy() if x is not None else []
+            feats = feats if feats is not None else []
             good = iter(feats)
             rows, store = pending_rows.setdefault(c, []), pending_feats.setdefault(c, {})
             for i, (sha, w, h, err) in zip(idx, infos):

@@ -55,10 +55,12 @@ class FeatureModel:
 
     def __init__(self, model: str = "lite0", *, layer: str | None = None, pooling: str = "avg",
                  weights: str | None = "imagenet", input_shape: tuple[int, int, int] | None = None,
-                 cache_dir=None):
+                 cache_dir=None, capture: str = "output"):
         if pooling not in POOLING_MODES:
             raise HeadstartError(f"pooling must be one of {', '.join(POOLING_MODES)}; received {pooling!r}.")
-        self.name, self.pooling = model, pooling
+        if capture not in ("output", "input"):
+            raise HeadstartError(f"capture must be 'output' or 'input'; received {capture!r}.")
+        self.name, self.pooling, self.capture = model, pooling, capture
         self._kw = dict(weights=weights, input_shape=input_shape, cache_dir=cache_dir)
         if layer is None and _is_vgg(model):
             layer = "fc2"
@@ -103,11 +105,15 @@ class FeatureModel:
         layer = target.layer
         captured: list[torch.Tensor] = []
 
-        def hook(module, args, out):
-            captured.append(args[0] if layer.flatten_input else out)
+        def hook(module, args, out=None):
+            captured.append(args[0] if layer.flatten_input or self.capture == "input" else out)
             raise _Stop
 
-        handle = target.model.get_submodule(layer.output_module).register_forward_hook(hook)
+        if self.capture == "input":  # what enters the layer: the cut point of partial fine-tuning
+            module = target.model.get_submodule(layer.param_modules[0] if layer.param_modules else layer.output_module)
+            handle = module.register_forward_pre_hook(hook)
+        else:
+            handle = target.model.get_submodule(layer.output_module).register_forward_hook(hook)
         try:
             target.model(x)
         except _Stop:
@@ -118,7 +124,7 @@ class FeatureModel:
             raise HeadstartError(f"Layer {layer.name!r} was not run by the forward pass of {self.name}; "
                                  f"choose another (`headstart extract --layer list --model {self.name}`).")
         out = captured[0]
-        if layer.flatten_input or layer.flatten_output:
+        if self.capture == "output" and (layer.flatten_input or layer.flatten_output):
             out = out.flatten(1)
         return pool_features(out, self.pooling)
 

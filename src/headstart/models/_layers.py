@@ -89,3 +89,21 @@ def _vgg_layers(model: nn.Module) -> list[Layer]:
                 Layer("fc2", "Dense", (f"{pl}.fc2",), f"{pl}.act2", flatten_output=True),
                 Layer("predictions", "Dense", ("backbone.head",), "backbone.head")]
     return out
+
+
+def stage_paths(model: nn.Module) -> list[str]:
+    """Module paths of the backbone's stages in forward order (the units of partial fine-tuning).
+
+    EfficientNet/MobileNet ``blocks.i``, ResNet ``layer1..4``, ConvNeXt-style ``stages.i``, VGG's Keras blocks
+    (first conv of each block); otherwise the backbone's top-level children that hold parameters.
+    """
+    bb = model.backbone
+    if isinstance(getattr(bb, "blocks", None), nn.Sequential):
+        return [f"backbone.blocks.{i}" for i in range(len(bb.blocks))]
+    if all(hasattr(bb, f"layer{i}") for i in range(1, 5)):
+        return [f"backbone.layer{i}" for i in range(1, 5)]
+    if isinstance(getattr(bb, "stages", None), nn.Sequential):
+        return [f"backbone.stages.{i}" for i in range(len(bb.stages))]
+    if model.spec.keras_names == "vgg":
+        return [layer.param_modules[0] for layer in model.layers() if layer.name.endswith("_conv1")]
+    return [f"backbone.{n}" for n, m in bb.named_children() if any(True for _ in m.parameters())]

@@ -1,0 +1,62 @@
+"""`headstart predict RUN IMAGE...` and `headstart evaluate RUN DATA`: use a trained run."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..train import load
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="classify images with a trained run",
+                       description="Predict the classes of images with a model trained by `headstart train`.",
+                       epilog="examples:\n  headstart predict runs/elpv cell1.png cell2.png\n"
+                              "  headstart predict runs/elpv *.png --json --top 2",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=1, help="classes per image (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_predict)
+    e = sub.add_parser("evaluate", help="score a trained run on labelled images",
+                       description="Accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion "
+                                   "matrix of a trained run on DATA (a folder of class folders — its test/ split "
+                                   "if it has one — or a CSV path,label).",
+                       epilog="example:\n  headstart evaluate runs/elpv data/elpv --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("run", metavar="RUN")
+    e.add_argument("data", metavar="DATA")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=run_evaluate)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    results = load(args.run).predict(args.images, top=args.top)
+    for r in results:
+        if not r.ok:
+            print(f"error: {r.path}: {r.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            if r.ok:
+                print(f"{r.path}: " + ", ".join(str(p) for p in r.predictions))
+    return 1 if any(not r.ok for r in results) else 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    m = load(args.run).evaluate(args.data)
+    for s in m["skipped"]:
+        print(f"error: {s['path']}: {s['reason']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(m, indent=2))
+    else:
+        print(f"accuracy {m['accuracy']:.2%}  balanced accuracy {m['balanced_accuracy']:.2%}  (n={m['n']})")
+        for c, v in m["per_class"].items():
+            print(f"  {c:<20} precision {v['precision']:.3f}  recall {v['recall']:.3f}  f1 {v['f1']:.3f}  "
+                  f"support {v['support']}")
+        print("confusion matrix (rows: true, columns: predicted; order " + ", ".join(m["classes"]) + "):")
+        for row in m["confusion_matrix"]:
+            print("  " + " ".join(f"{v:6d}" for v in row))
+    return 1 if m["skipped"] else 0

@@ -1,0 +1,106 @@
+"""What the training loop iterates over: cached activations (fast) or images with augmentation."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
+from torchvision.transforms import v2 as T
+
+from ..data import Item, Preprocessing, load_image
+from ..data._preprocess import _INTERPOLATION
+from ..errors import HeadstartError, ImageLoadError
+from ..features import ExtractConfig, FeatureSet, extract
+from ..weights import headstart_home
+
+__all__ = ["cached_activations", "tensor_loader", "ImageDataset", "image_loader", "train_transform", "AUGMENT"]
+
+AUGMENT = ("none", "light", "strong")
+
+
+def cached_activations(items: Sequence[Item], classes: list[str], config: ExtractConfig, *, progress: bool,
+                       cache_root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, FeatureSet]:
+    """Features of ``items`` from a feature store under ``$HEADSTART_HOME/cache`` (computed once, then reused).
+
+    Returns (X, y, store): X is N×C×H×W for maps (the store keeps them channels-last) or N×D.
+    """
+    key = json.dumps([config.identity(), [(it.path, it.label) for it in items]], sort_keys=True)
+    root = (cache_root or headstart_home() / "cache") / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    fs = extract(list(items), root, config, progress=progress, overwrite=True)
+    if len(fs) == 0:
+        raise HeadstartError(f"None of the {len(items)} images could be read; see {root / 'skipped.csv'}.")
+    x = torch.from_numpy(np.array(fs.features))  # a writable copy in memory (the store is read-only)
+    if x.ndim == 4:  # stored channels-last as Keras shows maps; the network wants N×C×H×W
+        x = x.permute(0, 3, 1, 2).contiguous()
+    lookup = {c: i for i, c in enumerate(classes)}
+    y = torch.tensor([lookup[label] for label in fs.labels], dtype=torch.long)
+    return x, y, fs
+
+
+def _sampler(y: torch.Tensor, balanced: bool, generator: torch.Generator):
+    if not balanced:
+        return None
+    counts = torch.bincount(y).float().clamp(min=1)
+    return WeightedRandomSampler((1.0 / counts)[y], num_samples=len(y), replacement=True, generator=generator)
+
+
+def tensor_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool, seed: int = 0,
+                  balanced: bool = False) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    sampler = _sampler(y, balanced, g) if train else None
+    return DataLoader(TensorDataset(x.float() if x.dtype == torch.float16 else x, y), batch_size=batch_size,
+                      shuffle=train and sampler is None, sampler=sampler, generator=g)
+
+
+def train_transform(pre: Preprocessing, strength: str) -> T.Compose:
+    """Augmentation suited to photos and inspection images: crops, flips, small rotations, light colour jitter."""
+    if strength not in AUGMENT:
+        raise HeadstartError(f"augment must be one of {', '.join(AUGMENT)}; received {strength!r}.")
+    if strength == "none":
+        return pre.transform()
+    h, w = pre.input_size
+    interp = _INTERPOLATION[pre.interpolation]
+    strong = strength == "strong"
+    ops = [T.RandomResizedCrop((h, w), scale=(0.6 if strong else 0.8, 1.0), ratio=(0.9, 1.1), interpolation=interp,
+                               antialias=True),
+           T.RandomHorizontalFlip(),
+           T.RandomRotation(15 if strong else 5, interpolation=T.InterpolationMode.BILINEAR),
+           T.ColorJitter(0.3, 0.3) if strong else T.ColorJitter(0.1, 0.1)]
+    if strong:
+        ops.insert(2, T.RandomVerticalFlip())
+    return T.Compose([*ops, T.PILToTensor(), T.ToDtype(torch.float32, scale=True),
+                      T.Normalize(mean=list(pre.mean), std=list(pre.std))])
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label) pairs; an unreadable image is replaced by the next readable one (and counted)."""
+
+    def __init__(self, items: Sequence[Item], classes: list[str], transform):
+        self.items, self.transform = list(items), transform
+        self.lookup = {c: i for i, c in enumerate(classes)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        for k in range(len(self.items)):
+            item = self.items[(i + k) % len(self.items)]
+            try:
+                return self.transform(load_image(item.path)), self.lookup[item.label]
+            except ImageLoadError:
+                continue
+        raise HeadstartError("No image of this split can be read.")
+
+
+def image_loader(items: Sequence[Item], classes: list[str], transform, batch_size: int, *, train: bool,
+                 seed: int = 0, balanced: bool = False, workers: int = 1) -> DataLoader:
+    ds = ImageDataset(items, classes, transform)
+    g = torch.Generator().manual_seed(seed)
+    y = torch.tensor([ds.lookup[it.label] for it in ds.items])
+    sampler = _sampler(y, balanced, g) if train else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler, generator=g,
+                      num_workers=workers, persistent_workers=workers > 0, drop_last=train and len(ds) > batch_size)

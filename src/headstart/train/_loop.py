@@ -1,0 +1,156 @@
+"""The training loop shared by the head, partial and fine-tuning strategies.
+
+AdamW with parameter groups (discriminative learning rates), linear warm-up then cosine decay, label smoothing,
+optional class weights, early stopping on validation accuracy with the best weights restored, bf16 autocast on
+CUDA, and a live progress bar.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["History", "fit", "evaluate_loader"]
+
+
+@dataclass
+class History:
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def best_val_acc(self) -> float:
+        return self.val_acc[self.best_epoch] if self.best_epoch >= 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("train_loss", "train_acc", "val_loss", "val_acc", "best_epoch",
+                                              "seconds", "stopped_early")}
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def evaluate_loader(module: nn.Module, loader: Iterable, device: torch.device,
+                    loss_fn: Callable | None = None) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, logits) of ``module`` on ``loader`` (batches of (x, y)), in eval mode."""
+    was = module.training
+    module.eval()
+    total, correct, loss_sum, outs = 0, 0, 0.0, []
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device):
+            logits = module(x).float()
+        if loss_fn is not None:
+            loss_sum += loss_fn(logits, y).item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        total += len(y)
+        outs.append(logits.cpu())
+    module.train(was)
+    return loss_sum / max(total, 1), correct / max(total, 1), torch.cat(outs) if outs else torch.empty(0)
+
+
+def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *, epochs: int,
+        warmup_epochs: float = 1.0, weight_decay: float = 0.01, label_smoothing: float = 0.1,
+        class_weights: torch.Tensor | None = None, patience: int = 4, device: torch.device | None = None,
+        progress: bool = True, desc: str = "train", deadline: float | None = None,
+        on_epoch: Callable[[int], None] | None = None) -> History:
+    """Train ``module`` in place; the weights of the best validation epoch are restored at the end.
+
+    ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``deadline``
+    (a ``time.perf_counter()`` value) stops training after the epoch that passes it. ``on_epoch(e)`` runs before
+    each epoch (gradual unfreezing).
+    """
+    device = device or torch.device("cpu")
+    module.to(device)
+    opt = torch.optim.AdamW(param_groups, weight_decay=weight_decay)
+    steps_per_epoch = max(1, len(train_loader))
+    total, warm = epochs * steps_per_epoch, max(1, int(warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    cw = class_weights.to(device) if class_weights is not None else None
+    loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=label_smoothing)
+    eval_loss = nn.CrossEntropyLoss()
+    hist, best_state, best_key, bad = History(), None, None, 0
+    t0 = time.perf_counter()
+    with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
+        for epoch in range(epochs):
+            if on_epoch is not None:
+                on_epoch(epoch)
+            module.train()
+            seen, correct, loss_sum = 0, 0, 0.0
+            for x, y in train_loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with _autocast(device):
+                    logits = module(x).float()
+                loss = loss_fn(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                seen += len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                loss_sum += loss.item() * len(y)
+                bar(epoch, loss_sum / seen, correct / seen, hist.val_acc[-1] if hist.val_acc else None)
+            vloss, vacc, _ = evaluate_loader(module, val_loader, device, eval_loss)
+            hist.train_loss.append(loss_sum / max(seen, 1))
+            hist.train_acc.append(correct / max(seen, 1))
+            hist.val_loss.append(vloss)
+            hist.val_acc.append(vacc)
+            key = (vacc, -vloss)
+            if best_key is None or key > best_key:
+                best_key, bad, hist.best_epoch = key, 0, epoch
+                best_state = copy.deepcopy(module.state_dict())
+            else:
+                bad += 1
+            if bad >= patience or (deadline is not None and time.perf_counter() > deadline):
+                hist.stopped_early = epoch < epochs - 1
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    hist.seconds = time.perf_counter() - t0
+    return hist
+
+
+class _Bar:
+    def __init__(self, enabled: bool, desc: str, total: int):
+        from rich.console import Console
+
+        self.enabled = enabled and Console(stderr=True).is_terminal
+        self.desc, self.total = desc, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda *a: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn(f"{self.desc}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]} acc {task.fields[acc]} "
+                                     "val {task.fields[val]}"), TimeRemainingColumn(), console=Console(stderr=True),
+                          transient=True)
+        self.p.start()
+        self.task = self.p.add_task(self.desc, total=self.total, epoch=0, loss="-", acc="-", val="-")
+
+        def update(epoch, loss, acc, val):
+            self.p.update(self.task, advance=1, epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.3f}",
+                          val="-" if val is None else f"{val:.3f}")
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.p.stop()

@@ -1,0 +1,170 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import headstart
+from headstart.cli import main
+from headstart.data import load_splits
+from headstart.data._sources import SourceError
+from headstart.train import TrainConfig, train
+from headstart.train import _run as run_module
+from headstart.train._strategies import _class_weights, cut_point
+
+from conftest import make_image
+
+COLORS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
+# Small and fast: a tiny random-weight timm EfficientNet at 64 px, few epochs with a high learning rate.
+FAST = dict(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), lr=1e-2, batch_size=8, epochs=15,
+            finetune_epochs=8, patience=50, workers=0)
+
+
+@pytest.fixture
+def three_classes(tmp_path):
+    root = tmp_path / "data"
+    for cls, color in COLORS.items():
+        for i in range(14):
+            make_image(root / cls / f"{cls}{i}.png", size=(40, 40), color=color, noise=50, seed=i)
+    return root
+
+
+@pytest.mark.parametrize("strategy", ["probe", "head", "partial", "finetune"])
+def test_each_strategy_beats_chance(tmp_path, three_classes, strategy):
+    r = train(three_classes, tmp_path / "run", strategy=strategy, progress=False, **FAST)
+    assert r.strategy == strategy
+    assert r.val_accuracy >= 0.6 and r.test["accuracy"] >= 0.6  # chance is 1/3
+    for name in ("model.safetensors", "config.json", "metrics.json", "train_config.json", "confusion_matrix.png",
+                 "training_curves.png", "classification_report.txt"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def _fresh(config: TrainConfig):
+    torch.manual_seed(config.seed)
+    return headstart.create_model(config.model, weights=None, include_top=False, input_shape=config.input_shape,
+                                  head=config.head, classes=3)
+
+
+@pytest.mark.parametrize("strategy,augment", [("head", "light"), ("partial", None), ("partial", "light")])
+def test_frozen_layers_and_batchnorm_stats_unchanged(tmp_path, three_classes, strategy, augment):
+    config = TrainConfig(strategy=strategy, augment=augment, **{**FAST, "epochs": 3})
+    before = _fresh(config).state_dict()
+    result = train(three_classes, tmp_path / "run", config, progress=False)
+    after = result.model.state_dict()
+    cut = cut_point(result.model, config)[1] if strategy == "partial" else "head"
+    names = list(after)
+    first_trainable = next(i for i, k in enumerate(names) if k.startswith(cut.removeprefix("") + ".")
+                           or k.startswith("head."))
+    frozen, trainable = names[:first_trainable], names[first_trainable:]
+    bn_stats = [k for k in frozen if k.endswith(("running_mean", "running_var"))]
+    assert bn_stats, "the frozen part must contain BatchNorm statistics for this test to mean anything"
+    for k in frozen:
+        assert torch.equal(before[k], after[k]), f"frozen tensor {k} changed"
+    changed = [k for k in trainable if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert changed, "the trainable part did not change"
+
+
+def test_save_load_gives_identical_predictions(tmp_path, three_classes):
+    r = train(three_classes, tmp_path / "run", strategy="head", progress=False, **FAST)
+    loaded = headstart.load(tmp_path / "run")
+    images = sorted(str(p) for p in three_classes.rglob("*.png"))[:6]
+    x = r.model.preprocess(images)
+    with torch.no_grad():
+        assert torch.equal(r.model.eval()(x), loaded.model(x))
+    preds = loaded.predict(images, top=2)
+    assert [p.predictions[0].label for p in preds] == [r.model.class_names[i] for i in r.model(x).argmax(1)]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["class_names"] == ["blue", "green", "red"] and cfg["preprocessing"]["input_size"] == [64, 64]
+
+
+def test_auto_chooses_on_validation_only(tmp_path, three_classes, monkeypatch):
+    test_dir = three_classes / "test"
+    split_root = tmp_path / "split"
+    for cls in COLORS:
+        for i, p in enumerate(sorted((three_classes / cls).glob("*.png"))):
+            dest = split_root / ("test" if i < 4 else "train") / cls / p.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            p.rename(dest)
+    opened: list[str] = []
+    import headstart.data._images as images
+
+    for fn in ("read_image_file", "load_image"):
+        orig = getattr(images, fn)
+
+        def spy(src, *a, _orig=orig, **k):
+            opened.append(str(src))
+            return _orig(src, *a, **k)
+
+        for mod in ("headstart.data._images", "headstart.features._extract", "headstart.train._data",
+                    "headstart.models._model", "headstart.classify"):
+            monkeypatch.setattr(f"{mod}.{fn}", spy, raising=False)
+    seen_at_choice: list[str] = []
+    orig_choose = run_module.choose_winner
+    monkeypatch.setattr(run_module, "choose_winner", lambda rs: (seen_at_choice.extend(opened), orig_choose(rs))[1])
+    r = train(split_root, tmp_path / "run", strategy="auto", progress=False, **{**FAST, "epochs": 3,
+                                                                               "finetune_epochs": 1})
+    test_files = {str(p) for p in (split_root / "test").rglob("*.png")}
+    assert seen_at_choice and not test_files & set(seen_at_choice)
+    assert {t["strategy"] for t in r.table} == {"probe", "head", "partial", "finetune"}
+    assert r.test["n"] == 12 and not test_dir.exists()
+
+
+def test_class_weights_switch_on_for_skewed_data(tmp_path):
+    root = tmp_path / "d"
+    for i in range(12):
+        make_image(root / "many" / f"{i}.png", seed=i)
+    for i in range(4):
+        make_image(root / "few" / f"{i}.png", seed=i)
+    splits = load_splits(root, val_split=0.25, test_split=0.0)
+    w = _class_weights(splits, TrainConfig())
+    assert w is not None and w[splits.classes.index("few")] > w[splits.classes.index("many")]
+    assert _class_weights(splits, TrainConfig(balance="off")) is None
+
+
+def test_splits_errors(tmp_path):
+    for i in range(4):
+        make_image(tmp_path / "one" / "only" / f"{i}.png", seed=i)
+    with pytest.raises(SourceError, match="at least 2"):
+        load_splits(tmp_path / "one")
+    root = tmp_path / "mismatch"
+    for split, cls in (("train", "a"), ("train", "b"), ("test", "c")):
+        for i in range(3):
+            make_image(root / split / cls / f"{i}.png", seed=i)
+    with pytest.raises(SourceError, match=r"\['c'\]"):
+        load_splits(root)
+
+
+def test_cli_train_predict_evaluate(tmp_path, three_classes, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(three_classes), "--out", str(run), "--model", "test_efficientnet", "--weights", "none",
+                 "--strategy", "probe", "--input-shape", "64,64", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "probe ← winner" in out and "test accuracy (probe)" in out
+    img = sorted(three_classes.rglob("red*.png"))[0]
+    assert main(["predict", str(run), str(img), "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert pred[0]["predictions"][0]["label"] == "red"
+    assert main(["evaluate", str(run), str(three_classes), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "balanced_accuracy", "per_class", "confusion_matrix"} <= set(m) and m["n"] == 42
+    assert m["accuracy"] > 0.8 and len(m["confusion_matrix"]) == 3
+    assert main(["train", str(three_classes), "--out", str(run), "--strategy", "head", "--unfreeze-from",
+                 "blocks.1", "-q"]) == 2
+
+
+def test_elpv_data_command(tmp_path, capsys):
+    pytest.importorskip("elpv_dataset")
+    assert main(["data", "elpv", str(tmp_path / "elpv")]) == 0
+    root = tmp_path / "elpv"
+    counts = {d: len(list((root / d).glob("*.png"))) for d in
+              ("train/functional", "train/defective", "test/functional", "test/defective")}
+    assert counts == {"train/functional": 1352, "train/defective": 616, "test/functional": 451,
+                      "test/defective": 205}
+    rows = list(csv.DictReader(open(root / "labels.csv")))
+    assert len(rows) == 2624
+    by_path = {r["path"]: r for r in rows}
+    for r in rows[:50]:
+        assert (float(r["defect_probability"]) >= 0.5) == (r["label"] == "defective")
+        assert (root / r["path"]).is_file()
+    assert all(Path(root / p).exists() for p in list(by_path)[:10])
