@@ -4,8 +4,8 @@ Compared (Lite0, the offline default model, ImageNet weights):
   seed      the seed's loop: one image at a time (load_img → resize 224×224 → preprocess → predict)
   plain     a plain timm + DataLoader script (timm transforms, 2 workers, batch 32, torch.no_grad)
   headstart `headstart.extract` with its defaults (what `headstart extract` runs)
-Also: feature parity of reduced-size JPEG decoding (draft) vs full decoding, and peak RSS of `headstart
-extract` at two dataset sizes (streaming: it should not grow with N).
+Also: feature parity of reduced-size JPEG decoding (draft) vs full decoding, and peak memory of `headstart
+extract` at several dataset sizes (streaming: it should not grow with N).
 
 Run:   .venv/bin/python benchmarks/extract.py [--images 384] [--elpv 384] [--rss 1000,4000]
 Writes the table to stdout; copy it into benchmarks/RESULTS.md with the machine line it prints.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -126,15 +125,42 @@ def reencode_parity(paths: list[Path], ref: np.ndarray) -> str:
     return parity(fm(torch.stack(xs)).numpy(), ref)
 
 
-def peak_rss_mb(paths_dir: Path, out: Path) -> tuple[float, float]:
-    """Peak RSS (MiB) of the extracting process and of its largest worker process, measured in a fresh process."""
-    code = ("import headstart, resource, sys; headstart.extract(sys.argv[1], sys.argv[2], progress=False); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    r = subprocess.run([sys.executable, "-c", code, str(paths_dir), str(out)], capture_output=True, text=True,
-                       check=True)
-    main_kb, worker_kb = (int(v) for v in r.stdout.strip().splitlines()[-1].split())
-    return main_kb / 1024, worker_kb / 1024
+def _tree_pss_kb(pid: int) -> int:
+    """Proportional set size of a process and its children: shared pages (torch libraries, the model shared
+    copy-on-write with the workers) are split between them instead of counted once per process."""
+    total = 0
+    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def peak_memory_mb(paths_dir: Path, out: Path) -> tuple[float, float]:
+    """(peak PSS of the whole job: main + worker processes, peak RSS of the main process), MiB, sampled from /proc.
+
+    ru_maxrss is not used: it survives exec, so a child started from a large benchmark process reports the
+    parent's size.
+    """
+    code = "import headstart, sys; headstart.extract(sys.argv[1], sys.argv[2], progress=False)"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(paths_dir), str(out)])
+    peak_pss, peak_rss = 0, 0
+    while proc.poll() is None:
+        try:
+            peak_pss = max(peak_pss, _tree_pss_kb(proc.pid))
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_rss = max(peak_rss, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.2)
+    if proc.returncode != 0:
+        raise RuntimeError(f"extraction failed with exit code {proc.returncode}")
+    return peak_pss / 1024, peak_rss / 1024
 
 
 def main() -> None:
@@ -172,9 +198,9 @@ def main() -> None:
             for n in (int(v) for v in args.rss.split(",")):
                 d = tmp / f"rss{n}"
                 src = make_jpegs(d, n, size=(320, 240), seed=2)
-                main_mb, worker_mb = peak_rss_mb(d, tmp / f"rss-out{n}")
-                print(f"peak RSS, headstart extract of {len(src):,} images: main process {main_mb:.0f} MiB, "
-                      f"largest worker {worker_mb:.0f} MiB (workers share the model copy-on-write)")
+                pss, rss = peak_memory_mb(d, tmp / f"rss-out{n}")
+                print(f"peak memory, headstart extract of {len(src):,} images: {pss:.0f} MiB PSS for the whole job "
+                      f"(main + workers), main process peak RSS {rss:.0f} MiB")
 
 
 def _time(fn) -> float:

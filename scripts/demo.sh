@@ -8,5 +8,10 @@ echo "== 1. classifier: top-3 ImageNet labels with the offline Lite0 weights"
 "$BIN/python" scripts/sample_photos.py "$OUT/photos"
 "$BIN/headstart" classify "$OUT"/photos/*.jpg --top 3
 echo
-echo "== the seed's model: VGG16 without top at 300x300 + Flatten -> Dense 1024 relu -> Dense 10"
-"$BIN/headstart" summary vgg16 --weights none --no-top --input-shape 300,300 --head flatten,dense:1024:relu --classes 10 | tail -8
+echo "== 2-4. train on real data: ELPV solar cells, functional vs defective (auto tries every strategy)"
+"$BIN/headstart" data elpv "$OUT/elpv"
+"$BIN/headstart" train "$OUT/elpv" --out "$OUT/run-elpv"
+echo
+echo "== use the trained model"
+"$BIN/headstart" predict "$OUT/run-elpv" "$OUT"/elpv/test/defective/$(ls "$OUT/elpv/test/defective" | head -1) --top 2
+echo "plots: $OUT/run-elpv/confusion_matrix.png $OUT/run-elpv/training_curves.png"

@@ -86,8 +86,10 @@ def _split(items: list[Item], fraction: float, seed: int, name: str) -> tuple[li
         rare = [k for k, v in counts.items() if v < 2]
         raise SourceError(f"Cannot make a stratified {name} split: classes {rare} have fewer than 2 images. "
                           f"Add images, or provide a {name}/ folder yourself.")
+    # At least one image of each class in the new split, at least one left in the other.
+    n = min(max(len(counts), round(fraction * len(items))), len(items) - len(counts))
     try:
-        a, b = train_test_split(items, test_size=fraction, random_state=seed, stratify=labels)
+        a, b = train_test_split(items, test_size=n, random_state=seed, stratify=labels)
     except ValueError as exc:
         raise SourceError(f"Cannot make a {fraction:.0%} stratified {name} split of {len(items)} images: {exc}") from None
     return sorted(a, key=lambda it: it.path), sorted(b, key=lambda it: it.path)

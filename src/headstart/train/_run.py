@@ -90,9 +90,9 @@ def _run_strategies(splits: Splits, config: TrainConfig, progress: bool, say) ->
         if left <= 0:
             say(f"auto: budget of {config.budget:.0f} s spent; skipping {name}")
             continue
-        kw = {"deadline": deadline} if name == "finetune" else {}
         say(f"auto: {name} ({left:.0f} s of budget left)")
-        r = run_strategy(name, splits, config, progress, **kw)
+        kw = {"head_from": next((r for r in results if r.name == "head"), None)} if name == "finetune" else {}
+        r = run_strategy(name, splits, config, progress, deadline=deadline, **kw)
         say(f"auto: {name}: val accuracy {r.val_acc:.2%} in {r.seconds:.0f} s")
         results.append(r)
     return results
