@@ -1,7 +1,6 @@
 """Shared fixtures: generated images and tiny random-weight models, so most tests run in milliseconds."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

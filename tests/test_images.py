@@ -69,3 +69,21 @@ def test_truncated_and_missing(tmp_path):
     (tmp_path / "dir.png").mkdir()
     with pytest.raises(ImageLoadError, match="directory"):
         load_image(tmp_path / "dir.png")
+
+
+def test_aspect_limit_precrop_does_not_change_the_output():
+    import torch
+    from torchvision.transforms import v2 as T
+
+    from headstart.data import Preprocessing
+    from headstart.data import _preprocess
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 255, (200, 1400, 3), np.uint8))  # 7:1
+    pre = Preprocessing((224, 224), "bicubic", 0.875, (0.5,) * 3, (0.5,) * 3)
+    limited = pre.transform()
+    assert isinstance(limited.transforms[0], _preprocess._LimitAspect)
+    plain = T.Compose(limited.transforms[1:])
+    torch.testing.assert_close(limited(im), plain(im), atol=1e-2, rtol=0)
+    strip = Image.new("RGB", (10000, 3), (200, 0, 0))  # would be 853,333 px long after a plain resize
+    assert limited(strip).shape == (3, 224, 224)

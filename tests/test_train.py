@@ -172,3 +172,15 @@ def test_elpv_data_command(tmp_path, capsys):
         assert (float(r["defect_probability"]) >= 0.5) == (r["label"] == "defective")
         assert (root / r["path"]).is_file()
     assert all(Path(root / p).exists() for p in list(by_path)[:10])
+
+
+@pytest.mark.parametrize("bn", ["frozen", "train"])
+def test_finetune_batchnorm_statistics_policy(tmp_path, three_classes, bn):
+    config = TrainConfig(strategy="finetune", bn=bn, **{**FAST, "finetune_epochs": 2})
+    before = _fresh(config).state_dict()
+    after = train(three_classes, tmp_path / "run", config, progress=False).model.state_dict()
+    stats = [k for k in after if k.endswith("running_mean")]
+    unchanged = [torch.equal(before[k], after[k]) for k in stats]
+    weights_changed = any(not torch.equal(before[k], after[k]) for k in after if k.endswith("conv_stem.weight"))
+    assert weights_changed  # every layer trains in both cases
+    assert all(unchanged) if bn == "frozen" else not any(unchanged)

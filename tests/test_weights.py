@@ -1,4 +1,3 @@
-import hashlib
 import http.server
 import os
 import pickle
@@ -13,7 +12,7 @@ from safetensors.torch import save_file
 import headstart
 from headstart import ChecksumError, WeightsError, WeightsNotFoundError
 from headstart.data import Preprocessing
-from headstart.weights import WeightsSpec, download_file, read_state_dict, resolve_weights_file, sha256_file
+from headstart.weights import WeightsSpec, read_state_dict, resolve_weights_file, sha256_file
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from ..classify import classify
 from ..models import create_model
-from ._common import add_model_arguments, weights_arg
+from ._common import add_model_arguments, print_results, weights_arg
 
 
 def add_parser(sub) -> None:
@@ -29,13 +27,4 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, weights=weights_arg(args.weights))
     results = classify(args.images, model, top=args.top, batch_size=args.batch_size)
-    for r in results:
-        if not r.ok:
-            print(f"error: {r.path}: {r.error}", file=sys.stderr)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        for r in results:
-            if r.ok:
-                print(f"{r.path}: " + ", ".join(str(p) for p in r.predictions))
-    return 1 if any(not r.ok for r in results) else 0
+    return print_results(results, args.json)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from ..errors import HeadstartError
 
@@ -33,3 +35,17 @@ def parse_shape(value: str | None) -> tuple[int, int, int] | None:
     if len(nums) != 2:
         raise HeadstartError(f"--input-shape expects HEIGHT,WIDTH such as 300,300 or 480,640; received {value!r}.")
     return nums[0], nums[1], 3
+
+
+def print_results(results, as_json: bool) -> int:
+    """Print classify/predict results (errors on stderr, one line each); exit code 1 if any image failed."""
+    for r in results:
+        if not r.ok:
+            print(f"error: {r.path}: {r.error}", file=sys.stderr)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            if r.ok:
+                print(f"{r.path}: " + ", ".join(str(p) for p in r.predictions))
+    return 1 if any(not r.ok for r in results) else 0

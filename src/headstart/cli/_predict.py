@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..train import load
+from ._common import print_results
 
 
 def add_parser(sub) -> None:
@@ -32,17 +33,7 @@ def add_parser(sub) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    results = load(args.run).predict(args.images, top=args.top)
-    for r in results:
-        if not r.ok:
-            print(f"error: {r.path}: {r.error}", file=sys.stderr)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        for r in results:
-            if r.ok:
-                print(f"{r.path}: " + ", ".join(str(p) for p in r.predictions))
-    return 1 if any(not r.ok for r in results) else 0
+    return print_results(load(args.run).predict(args.images, top=args.top), args.json)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 
 from rich.console import Console
@@ -46,6 +45,8 @@ def add_parser(sub) -> None:
     g.add_argument("--augment", choices=("none", "light", "strong"),
                    help="augmentation (default: none for cached strategies, light for finetune); with head/partial "
                         "it trains on images instead of cached features")
+    g.add_argument("--bn", choices=("frozen", "train"), default=_D.bn,
+                   help="BatchNorm statistics when layers train on images (default frozen, Keras' advice)")
     g.add_argument("--patience", type=int, default=_D.patience, help="early-stopping patience in epochs")
     g.add_argument("--balance", choices=("auto", "on", "off"), default="auto",
                    help="class-weighted loss (auto: on when the largest class is > 1.5× the smallest)")

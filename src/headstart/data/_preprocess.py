@@ -11,6 +11,10 @@ from torchvision.transforms import InterpolationMode
 
 __all__ = ["Preprocessing"]
 
+# Images longer than this many times their short side are centre-cropped to it before resizing: the final centre
+# crop never reaches beyond, and resizing a 10000×3 strip's short side to 256 px would make an 853,333-px-long image.
+MAX_ASPECT = 4.0
+
 _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
                   "nearest": InterpolationMode.NEAREST}
 
@@ -61,7 +65,28 @@ class Preprocessing:
         # as timm does for tuple sizes.
         resize = T.Resize(self.resize_size[0] if h == w else self.resize_size, interpolation=interp, antialias=True)
         return T.Compose([
+            *([_LimitAspect(MAX_ASPECT)] if h == w else []),
             # Resize on the PIL image (as timm does): Pillow's antialiased resize is what the weights were
             # evaluated with, and it is faster than resizing a full-size tensor.
             resize, T.CenterCrop((h, w)), T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(self.mean), std=list(self.std)),
         ])
+
+
+class _LimitAspect(torch.nn.Module):
+    """Centre-crop a PIL image whose long side exceeds ``ratio`` × its short side (output unchanged: see above)."""
+
+    def __init__(self, ratio: float):
+        super().__init__()
+        self.ratio = ratio
+
+    def forward(self, im):
+        w, h = im.size
+        if max(w, h) <= self.ratio * min(w, h):
+            return im
+        if w > h:
+            nw = int(math.ceil(self.ratio * h))
+            left = (w - nw) // 2
+            return im.crop((left, 0, left + nw, h))
+        nh = int(math.ceil(self.ratio * w))
+        top = (h - nh) // 2
+        return im.crop((0, top, w, top + nh))

@@ -137,9 +137,10 @@ def batch_loader(items: Sequence[Item], transform: Callable, fn: Callable | None
     ``fn`` (a feature model, or a model's probabilities) runs inside the worker processes, single-threaded.
     """
     workers = default_workers() if workers is None else workers
-    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    # Workers are forked after the parent has used OpenMP; a forked child that enters an OpenMP parallel region
+    # can deadlock, so each worker runs single-threaded (one network per core is the fast layout anyway).
     return DataLoader(_Batches(items, transform, draft, fn), batch_sampler=batches, num_workers=workers,
-                      collate_fn=_identity, worker_init_fn=_WorkerInit(threads),
+                      collate_fn=_identity, worker_init_fn=_WorkerInit(1),
                       prefetch_factor=2 if workers else None)
 
 

@@ -89,6 +89,7 @@ class HeadstartModel(nn.Module):
         self.pool: nn.Module | None = None
         self.head: nn.Sequential | None = None
         self.class_names = list(class_names) if class_names is not None else None
+        self.freeze_bn_stats = False  # True: every BatchNorm uses its stored statistics, even in train mode
         self._shapes: dict[str, tuple] | None = None
 
     # -- forward ---------------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class HeadstartModel(nn.Module):
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     params = list(m.parameters())
-                    if params and not any(p.requires_grad for p in params):
+                    if self.freeze_bn_stats or (params and not any(p.requires_grad for p in params)):
                         m.eval()
         return self
 

@@ -96,27 +96,12 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 break
             if on_epoch is not None:
                 on_epoch(epoch)
-            module.train()
-            seen, correct, loss_sum = 0, 0, 0.0
-            for x, y in train_loader:
-                if deadline is not None and seen and time.perf_counter() > deadline:
-                    break  # out of budget mid-epoch: validate what we have
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device):
-                    logits = module(x).float()
-                loss = loss_fn(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                seen += len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                loss_sum += loss.item() * len(y)
-                bar(epoch, loss_sum / seen, correct / seen, hist.val_acc[-1] if hist.val_acc else None)
+            tloss, tacc = _train_epoch(module, train_loader, opt, sched, loss_fn, device, deadline,
+                                       lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None))
             vloss, vacc, _ = evaluate_loader(module, val_loader, device, eval_loss)
             last_epoch_seconds = time.perf_counter() - epoch_start
-            hist.train_loss.append(loss_sum / max(seen, 1))
-            hist.train_acc.append(correct / max(seen, 1))
+            hist.train_loss.append(tloss)
+            hist.train_acc.append(tacc)
             hist.val_loss.append(vloss)
             hist.val_acc.append(vacc)
             key = (vacc, -vloss)
@@ -132,6 +117,29 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
         module.load_state_dict(best_state)
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def _train_epoch(module: nn.Module, loader, opt, sched, loss_fn, device: torch.device, deadline: float | None,
+                 report: Callable[[float, float], None]) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, accuracy). Stops early once past ``deadline``."""
+    module.train()
+    seen, correct, loss_sum = 0, 0, 0.0
+    for x, y in loader:
+        if deadline is not None and seen and time.perf_counter() > deadline:
+            break  # out of budget mid-epoch: validate what we have
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device):
+            logits = module(x).float()
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        seen += len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += loss.item() * len(y)
+        report(loss_sum / seen, correct / seen)
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
 class _Bar:

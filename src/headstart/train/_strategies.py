@@ -28,7 +28,7 @@ from ..models import HeadstartModel, create_model
 from ..models._heads import parse_head
 from ..models._layers import stage_paths
 from ._data import cached_activations, image_loader, tensor_loader, train_transform
-from ._loop import History, evaluate_loader, fit
+from ._loop import History, fit
 
 __all__ = ["TrainConfig", "StrategyResult", "STRATEGIES", "run_strategy"]
 
@@ -56,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
     augment: str | None = None  # None: none for cached strategies, "light" for finetune
+    bn: str = "frozen"  # finetune/partial on images: "frozen" keeps BatchNorm statistics (small data), or "train"
     patience: int = 5
     balance: str = "auto"  # auto | on | off: class-weighted loss
     val_split: float = 0.15
@@ -280,6 +281,9 @@ def _train_on_images(splits: Splits, config: TrainConfig, progress: bool, name: 
     model = _base(config, splits.classes, config.head)
     if head_state is not None:
         model.head.load_state_dict(head_state)
+    # Small datasets (and ones unlike ImageNet, e.g. grayscale) shift batch statistics; Keras' advice for
+    # fine-tuning is to keep BatchNorm in inference mode. The BN weights still train.
+    model.freeze_bn_stats = config.bn == "frozen"
     augment = config.augment or "light"
     tr = image_loader(splits.train, splits.classes, train_transform(model.preprocessing, augment), config.batch_size,
                       train=True, seed=config.seed, workers=1)
