@@ -167,6 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=384, help="generated 500×375 JPEGs")
     ap.add_argument("--elpv", type=int, default=384, help="ELPV images (300×300 PNG)")
+    ap.add_argument("--no-draft", dest="draft", action="store_false", help="skip the draft-decoding check")
     ap.add_argument("--rss", default="1000,4000", help="dataset sizes for the peak-RSS check ('' to skip)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -174,11 +175,12 @@ def main() -> None:
           f"{torch.__version__}, headstart {headstart.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sets = {"JPEG 500×375": make_jpegs(tmp / "jpeg", args.images)}
+        sets = {"JPEG 500×375": make_jpegs(tmp / "jpeg", args.images)} if args.images else {}
         if args.elpv:
             sets["ELPV 300×300 PNG"] = elpv_paths(args.elpv)
-        print("\n| images | seed loop (img/s) | plain timm + DataLoader | headstart extract | headstart / plain |"
-              " headstart / seed |\n|---|---:|---:|---:|---:|---:|")
+        if sets:
+            print("\n| images | seed loop (img/s) | plain timm + DataLoader | headstart extract | headstart / plain |"
+                  " headstart / seed |\n|---|---:|---:|---:|---:|---:|")
         for name, paths in sets.items():
             run_plain(paths[:64])  # warm-up: page cache, first-call overheads
             seed = run_seed(paths[: min(len(paths), 96)])
@@ -186,14 +188,8 @@ def main() -> None:
             hs, _ = run_headstart(paths, tmp / f"hs-{len(name)}")
             print(f"| {name} ({len(paths)}) | {seed:.1f} | {plain:.1f} | {hs:.1f} | {hs / plain:.2f}× | "
                   f"{hs / seed:.2f}× |")
-        big = make_jpegs(tmp / "big", 12, size=(4000, 3000), seed=1)  # phone-camera photos
-        t_full = _time(lambda: run_headstart(big, tmp / "full", draft=False))
-        t_draft = _time(lambda: run_headstart(big, tmp / "draft", draft=True))
-        full = headstart.FeatureSet.load(tmp / "full").features
-        draft = headstart.FeatureSet.load(tmp / "draft").features
-        print(f"\ndraft JPEG decoding, 12 photos 4000×3000: {t_full / t_draft:.2f}× faster end to end "
-              f"({t_full:.1f} s → {t_draft:.1f} s); {parity(np.asarray(draft), np.asarray(full))}")
-        print(f"  yardstick, same photos re-saved as JPEG quality 95: {reencode_parity(big, np.asarray(full))}")
+        if args.draft:
+            draft_check(tmp)
         if args.rss:
             for n in (int(v) for v in args.rss.split(",")):
                 d = tmp / f"rss{n}"
@@ -201,6 +197,18 @@ def main() -> None:
                 pss, rss = peak_memory_mb(d, tmp / f"rss-out{n}")
                 print(f"peak memory, headstart extract of {len(src):,} images: {pss:.0f} MiB PSS for the whole job "
                       f"(main + workers), main process peak RSS {rss:.0f} MiB")
+
+
+def draft_check(tmp: Path) -> None:
+    """Reduced-size JPEG decoding on phone-camera photos: speed, and feature change vs full decoding."""
+    big = make_jpegs(tmp / "big", 12, size=(4000, 3000), seed=1)
+    t_full = _time(lambda: run_headstart(big, tmp / "full", draft=False))
+    t_draft = _time(lambda: run_headstart(big, tmp / "draft", draft=True))
+    full = np.asarray(headstart.FeatureSet.load(tmp / "full").features)
+    draft = np.asarray(headstart.FeatureSet.load(tmp / "draft").features)
+    print(f"\ndraft JPEG decoding, 12 photos 4000×3000: {t_full / t_draft:.2f}× faster end to end "
+          f"({t_full:.1f} s → {t_draft:.1f} s); {parity(draft, full)}")
+    print(f"  yardstick, same photos re-saved as JPEG quality 95: {reencode_parity(big, full)}")
 
 
 def _time(fn) -> float:

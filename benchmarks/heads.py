@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -64,7 +65,8 @@ def main() -> None:
         full = load_splits(tmp / "elpv", val_split=0.15)
         # A subset with fixed train/val folders, so both ways see exactly the same images.
         data = tmp / "subset"
-        for split, items in (("train", full.train[: args.train]), ("val", full.val[: args.val])):
+        rng = random.Random(0)  # a seeded sample keeps both classes in their natural proportion
+        for split, items in (("train", rng.sample(full.train, args.train)), ("val", rng.sample(full.val, args.val))):
             for it in items:
                 dest = data / split / it.label / Path(it.path).name
                 dest.parent.mkdir(parents=True, exist_ok=True)
