@@ -98,9 +98,13 @@ def plot_training_curves(histories: dict[str, dict], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, h in histories.items():
-        if not h or not h.get("val_acc"):
-            continue
+    drawn = [name for name, h in histories.items() if h and h.get("val_acc")]
+    if not drawn:  # e.g. only the probe ran: a closed-form fit has no epochs to plot
+        for ax in (a, b):
+            ax.text(0.5, 0.5, "no epoch-based training in this run\n(probe: logistic regression)", ha="center",
+                    va="center", transform=ax.transAxes)
+    for name in drawn:
+        h = histories[name]
         ep = range(1, len(h["val_acc"]) + 1)
         a.plot(ep, h["train_loss"], label=f"{name} train")
         a.plot(ep, h["val_loss"], "--", label=f"{name} val")
@@ -109,7 +113,8 @@ def plot_training_curves(histories: dict[str, dict], path: str | Path) -> None:
     a.set(xlabel="epoch", ylabel="loss", title="loss")
     b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (a, b):
-        ax.legend(fontsize=7)
+        if drawn:
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -21,7 +21,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -130,19 +129,21 @@ def resolve_weights_file(spec: WeightsSpec, *, cache_dir: str | os.PathLike | No
 def download_file(url: str, dest: str | os.PathLike, sha256: str, *, progress: bool = False,
                   timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest`` atomically, refusing it (and leaving nothing behind) if the hash differs."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0)
-            bar = _progress_bar(total, dest.name) if progress else None
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp, \
+                Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                         disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"downloading {dest.name}", total=int(resp.headers.get("Content-Length") or 0) or None)
             for chunk in iter(lambda: resp.read(_CHUNK), b""):
                 out.write(chunk)
                 h.update(chunk)
-                if bar:
-                    bar(len(chunk))
+                bar.advance(task, len(chunk))
             out.flush()
             os.fsync(out.fileno())
         _check_hash(Path(url), sha256, h.hexdigest())
@@ -152,21 +153,6 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, *, progress: b
         raise
     _logger.info("downloaded %s to %s", url, dest)
     return dest
-
-
-def _progress_bar(total: int, name: str) -> Callable[[int], None]:
-    from rich.progress import Progress
-
-    p = Progress(transient=True)
-    p.start()
-    task = p.add_task(f"downloading {name}", total=total or None)
-
-    def advance(n: int) -> None:
-        p.update(task, advance=n)
-        if total and p.tasks[0].completed >= total:
-            p.stop()
-
-    return advance
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

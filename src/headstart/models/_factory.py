@@ -162,7 +162,8 @@ def _load_weights(backbone: nn.Module, spec: ModelSpec, weights: WeightsArg, inc
                 f"No ImageNet weights are registered for {spec.name!r} in headstart (it is a plain timm "
                 f"architecture). Pass weights=PATH to a .pth/.safetensors file, weights=None for random init, or "
                 f"use a registered model (`headstart models`).")
-        path = resolve_weights_file(spec.weights, cache_dir=cache_dir, download=download)
+        path = resolve_weights_file(spec.weights, cache_dir=cache_dir, download=download,
+                                    progress=sys.stderr.isatty())
     else:
         path = Path(weights)
     state = read_state_dict(path)
