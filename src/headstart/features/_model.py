@@ -14,6 +14,7 @@ __all__ = ["POOLING_MODES", "FeatureModel", "pool_features"]
 # avg / max: global pooling of a map; avgmax: both, concatenated (2×C numbers, as fastai's concat pooling);
 # none: the map itself, stored channels-last (H, W, C) as Keras shows it.
 POOLING_MODES = ("avg", "max", "avgmax", "none")
+_VGG_TOP_LAYERS = ("flatten", "fc1", "fc2", "predictions")  # exist only with include_top=True
 
 
 class _Stop(Exception):
@@ -72,6 +73,9 @@ class FeatureModel:
         self.feature_shape = tuple(self(torch.zeros(1, 3, *self.model.input_size)).shape[1:])
 
     def _resolve(self, layer: str | None) -> _Target:
+        if layer in _VGG_TOP_LAYERS and _is_vgg(self.name):  # skip building (and loading) VGG twice
+            top = create_model(self.name, include_top=True, **self._kw)
+            return _Target(top, top.resolve_layer(layer))
         base = create_model(self.name, include_top=False, **self._kw)
         if layer is None:
             return _Target(base, None)
