@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import timm
 
@@ -32,7 +32,6 @@ class ModelSpec:
     min_size: int = 32  # smallest input height/width the architecture accepts (Keras' minimums)
     fixed_top_size: bool = False  # include_top=True only at the weights' input size (a Flatten → Dense top)
     description: str = ""
-    extras: dict = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelSpec] = {}

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2 as T
 
 from ..data import Item, Preprocessing, load_image
@@ -41,19 +41,10 @@ def cached_activations(items: Sequence[Item], classes: list[str], config: Extrac
     return x, y, fs
 
 
-def _sampler(y: torch.Tensor, balanced: bool, generator: torch.Generator):
-    if not balanced:
-        return None
-    counts = torch.bincount(y).float().clamp(min=1)
-    return WeightedRandomSampler((1.0 / counts)[y], num_samples=len(y), replacement=True, generator=generator)
-
-
-def tensor_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool, seed: int = 0,
-                  balanced: bool = False) -> DataLoader:
+def tensor_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool, seed: int = 0) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    sampler = _sampler(y, balanced, g) if train else None
     return DataLoader(TensorDataset(x.float() if x.dtype == torch.float16 else x, y), batch_size=batch_size,
-                      shuffle=train and sampler is None, sampler=sampler, generator=g)
+                      shuffle=train, generator=g)
 
 
 def train_transform(pre: Preprocessing, strength: str) -> T.Compose:
@@ -97,10 +88,8 @@ class ImageDataset(Dataset):
 
 
 def image_loader(items: Sequence[Item], classes: list[str], transform, batch_size: int, *, train: bool,
-                 seed: int = 0, balanced: bool = False, workers: int = 1) -> DataLoader:
+                 seed: int = 0, workers: int = 1) -> DataLoader:
     ds = ImageDataset(items, classes, transform)
     g = torch.Generator().manual_seed(seed)
-    y = torch.tensor([ds.lookup[it.label] for it in ds.items])
-    sampler = _sampler(y, balanced, g) if train else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler, generator=g,
+    return DataLoader(ds, batch_size=batch_size, shuffle=train, generator=g,
                       num_workers=workers, persistent_workers=workers > 0, drop_last=train and len(ds) > batch_size)
