@@ -13,25 +13,31 @@ from .features._extract import batch_loader
 __all__ = ["predict_items", "classification_metrics", "plot_confusion_matrix", "plot_training_curves"]
 
 
-class _Probabilities:
-    """Softmax of a model's logits, callable inside extraction workers."""
+class _Probabilities(torch.nn.Module):
+    """Softmax of a model's logits: what the backends export and run for classify / predict / evaluate."""
 
     def __init__(self, model):
-        self.model = model.eval()
+        super().__init__()
+        self.net = model
 
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).float().softmax(-1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).float().softmax(-1)
 
 
-def predict_items(model, items: Sequence[Item], *, batch_size: int = 8, workers: int | None = None
-                  ) -> tuple[np.ndarray, list[str | None]]:
-    """Class probabilities (N × classes; NaN rows for unreadable images) and per-image errors, in input order."""
-    model.eval().to(memory_format=torch.channels_last)
+def predict_items(model, items: Sequence[Item], *, batch_size: int = 8, workers: int | None = None,
+                  backend: str = "auto", device: str | None = None) -> tuple[np.ndarray, list[str | None]]:
+    """Class probabilities (N × classes; NaN rows for unreadable images) and per-image errors, in input order.
+
+    ``backend``/``device``: see :func:`headstart.backends.prepare`.
+    """
+    from .backends import prepare
+
+    model.eval()
+    fn, _ = prepare(_Probabilities(model), (3, *model.input_size), backend=backend, device=device)
     batches = [list(range(i, min(i + batch_size, len(items)))) for i in range(0, len(items), batch_size)]
     probs = np.full((len(items), len(model.class_names)), np.nan, np.float32)
     errors: list[str | None] = [None] * len(items)
-    for idx, p, infos in batch_loader(items, model.preprocessing.transform(), _Probabilities(model), batches,
+    for idx, p, infos in batch_loader(items, model.preprocessing.transform(), fn, batches,
                                       workers=workers):
         good = iter(p if p is not None else [])
         for i, (_, _, _, err) in zip(idx, infos):

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -51,14 +51,17 @@ class ExtractConfig:
     dtype: str = "float32"
     draft: bool = True  # reduced-size JPEG decoding
     capture: str = "output"  # "input": what enters `layer` (the cut point of partial fine-tuning)
-    # Execution settings: they change speed, not the features.
-    batch_size: int = 4  # per forward pass, in each worker; small batches run fastest single-threaded on a CPU
+    # Execution settings: they change speed, not the features (the backends agree within backends.PARITY_TOL).
+    batch_size: int | None = None  # None: 4 per CPU worker (small batches run fastest single-threaded); GPU: fit
     workers: int | None = None  # None: one per core
     chunk_batches: int = 8  # batches per resumable chunk
+    backend: str = "auto"  # auto | torch | onnxruntime (see headstart.backends)
+    device: str | None = None  # None/"auto": CUDA when available, else CPU
+    compile: bool = False  # torch.compile the network (torch backend; pays off on long GPU runs)
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("batch_size", "workers", "chunk_batches"):
+        for k in ("batch_size", "workers", "chunk_batches", "backend", "device", "compile"):
             d.pop(k)
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
         return d
@@ -112,9 +115,9 @@ class _Batches(Dataset):
     def __getitems__(self, idx: list[int]):
         loaded = [self._load(i) for i in idx]
         good = [t for t, _ in loaded if t is not None]
-        x = torch.stack(good).contiguous(memory_format=torch.channels_last) if good else None
-        if x is not None and self.fm is not None:
-            x = self.fm(x).numpy()
+        x = torch.stack(good) if good else None
+        if x is not None and self.fm is not None and getattr(self.fm, "runs_in_workers", True):
+            x = np.asarray(self.fm(x))
         return idx, x, [info for _, info in loaded]
 
 
@@ -131,17 +134,25 @@ class _WorkerInit:
 
 
 def batch_loader(items: Sequence[Item], transform: Callable, fn: Callable | None, batches: list[list[int]], *,
-                 workers: int | None = None, draft: tuple[int, int] | None = None) -> DataLoader:
+                 workers: int | None = None, draft: tuple[int, int] | None = None) -> Iterator[tuple]:
     """Yields (indices, fn(batch) as numpy, per-item (sha256, width, height, error)) for each batch, in order.
 
-    ``fn`` (a feature model, or a model's probabilities) runs inside the worker processes, single-threaded.
+    On the CPU ``fn`` (a backend from :func:`headstart.backends.prepare`) runs inside the worker processes,
+    single-threaded; on a GPU (``fn.runs_in_workers`` false) the workers decode into pinned memory and the main
+    process runs ``fn`` while they decode the next batches.
     """
     workers = default_workers() if workers is None else workers
+    in_workers = fn is None or getattr(fn, "runs_in_workers", True)
     # Workers are forked after the parent has used OpenMP; a forked child that enters an OpenMP parallel region
     # can deadlock, so each worker runs single-threaded (one network per core is the fast layout anyway).
-    return DataLoader(_Batches(items, transform, draft, fn), batch_sampler=batches, num_workers=workers,
-                      collate_fn=_identity, worker_init_fn=_WorkerInit(1),
-                      prefetch_factor=2 if workers else None)
+    loader = DataLoader(_Batches(items, transform, draft, fn), batch_sampler=batches, num_workers=workers,
+                        collate_fn=_identity, worker_init_fn=_WorkerInit(1), prefetch_factor=2 if workers else None,
+                        pin_memory=not in_workers and torch.cuda.is_available())
+    if in_workers:
+        yield from loader
+        return
+    for idx, x, infos in loader:
+        yield idx, (fn(x) if x is not None else None), infos
 
 
 def feature_model_for(config: ExtractConfig) -> FeatureModel:
@@ -213,7 +224,7 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     config = replace(config or ExtractConfig(), **overrides)
     if config.dtype not in DTYPES:
         raise HeadstartError(f"dtype must be one of {', '.join(DTYPES)}; received {config.dtype!r}.")
-    if config.batch_size < 1:
+    if config.batch_size is not None and config.batch_size < 1:
         raise HeadstartError(f"batch_size must be at least 1; received {config.batch_size}.")
     t0 = time.perf_counter()
     items = read_source(source)
@@ -226,11 +237,14 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         _logger.info("%s is up to date: no model work done", out)
         return cached
     fm = feature_model_for(config)
+    fn, info = _backend_for(fm, config)
+    config = replace(config, batch_size=config.batch_size or _batch_size(fn, fm))
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     writer = StoreWriter(out, fingerprint, len(items), fm.feature_shape, config.dtype, config.batch_size,
                          config.chunk_batches, created)
-    stats = _run(fm, items, writer, config, progress)
+    stats = _run(fm, fn, items, writer, config, progress)
     meta = _meta(fm, config, fingerprint)
+    meta["backend"] = info.to_dict()
     counts = writer.finalize(meta)
     stats.images, stats.extracted, stats.skipped = counts["images"], counts["extracted"], counts["skipped"]
     stats.seconds = time.perf_counter() - t0
@@ -239,7 +253,22 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     return fs
 
 
-def _run(fm: FeatureModel, items: Sequence[Item], writer: StoreWriter, config: ExtractConfig,
+def _backend_for(fm: FeatureModel, config: ExtractConfig):
+    from ..backends import prepare
+
+    return prepare(fm.as_module(), (3, *fm.model.input_size), backend=config.backend, device=config.device,
+                   compile=config.compile, say=_logger.warning)
+
+
+def _batch_size(fn: Callable, fm: FeatureModel) -> int:
+    if getattr(fn, "runs_in_workers", True):
+        return 4
+    from ..backends import gpu_batch_size
+
+    return gpu_batch_size(fn, (3, *fm.model.input_size))
+
+
+def _run(fm: FeatureModel, fn: Callable, items: Sequence[Item], writer: StoreWriter, config: ExtractConfig,
          progress: bool) -> ExtractStats:
     done = writer.done_chunks()
     stats = ExtractStats(resumed_chunks=len(done))
@@ -255,8 +284,7 @@ def _run(fm: FeatureModel, items: Sequence[Item], writer: StoreWriter, config: E
     if not batches:
         return stats
     draft = (DRAFT_FACTOR * min(fm.preprocessing.resize_size),) * 2 if config.draft else None
-    fm.to("cpu", channels_last=True)
-    loader = batch_loader(items, fm.preprocessing.transform(), fm, batches, workers=config.workers, draft=draft)
+    loader = batch_loader(items, fm.preprocessing.transform(), fn, batches, workers=config.workers, draft=draft)
     np_dtype = np.dtype(config.dtype)
     pending_rows: dict[int, list] = {}
     pending_feats: dict[int, dict[int, np.ndarray]] = {}

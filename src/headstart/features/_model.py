@@ -103,6 +103,14 @@ class FeatureModel:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.compute(x)
+
+    def as_module(self) -> torch.nn.Module:
+        """This feature computation as an ``nn.Module`` (what backends export and run)."""
+        return _FeatureModule(self)
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        """The features of a preprocessed batch (no grad-mode decision: callers choose)."""
         target = self._target
         if target.layer is None:
             return pool_features(target.model.forward_features(x), self.pooling)
@@ -137,6 +145,21 @@ class FeatureModel:
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         return self
+
+
+class _FeatureModule(torch.nn.Module):
+    """Wraps a FeatureModel so that export and hashing see the network and the layer/pooling/capture choice."""
+
+    def __init__(self, fm: FeatureModel):
+        super().__init__()
+        self.net = fm.model
+        self._fm = fm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fm.compute(x)
+
+    def extra_repr(self) -> str:
+        return f"layer={self._fm.layer_name!r}, pooling={self._fm.pooling!r}, capture={self._fm.capture!r}"
 
 
 def _is_vgg(name: str) -> bool:

@@ -1,0 +1,307 @@
+"""How a network runs: eager PyTorch (CPU or CUDA), or ONNX Runtime from a cached, parity-checked ONNX export.
+
+Every image-reading command (extract, classify, predict, evaluate, and train's cached activations) hands a torch
+module that maps a preprocessed batch (N, 3, H, W) to an array to :func:`prepare`, and gets back a callable that
+returns numpy plus a :class:`BackendInfo` saying what runs and why. ``backend="auto"`` picks ONNX Runtime on a CPU
+when it is installed, the export matches PyTorch within :data:`PARITY_TOL` and it measured faster; otherwise
+PyTorch, with the reason. Exports are cached under ``$HEADSTART_HOME/onnx`` keyed by a hash of the module's
+structure, its weights and the input size, so a model is exported once.
+
+ONNX files are protobuf data: loading one executes no Python code (unlike a pickle).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ._io import atomic_write_bytes, atomic_write_json
+from .errors import HeadstartError
+
+__all__ = ["BACKENDS", "PARITY_TOL", "BackendInfo", "TorchFn", "OrtFn", "prepare", "export_onnx",
+           "onnxruntime_available", "resolve_device"]
+
+_logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+# Largest accepted max|torch − onnxruntime| relative to max|torch output| on the parity batch (issue 5).
+PARITY_TOL = 1e-4
+OPSET = 17
+_FORMAT = "headstart-onnx/1"
+
+
+@dataclass
+class BackendInfo:
+    """What runs the network, and the evidence: parity at export and the speeds that decided ``auto``."""
+
+    name: str  # "torch" | "onnxruntime"
+    device: str = "cpu"
+    reason: str = ""
+    parity: float | None = None  # max|Δ| / max|f| on the parity batch
+    onnx_path: str | None = None
+    speed: dict[str, float] = field(default_factory=dict)  # images/s, single-threaded, measured at export
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/"auto": CUDA when available, else CPU. An explicit "cuda" without a GPU is an error, not a fallback."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HeadstartError(f"device {device!r} was requested but PyTorch sees no CUDA GPU on this machine. "
+                             f"Use --device cpu (or auto).")
+    return dev
+
+
+class TorchFn:
+    """Eager PyTorch: channels_last, inference mode; on CUDA bf16 autocast, non-blocking copies, optional compile."""
+
+    runs_in_workers = True  # CPU: one single-threaded network per DataLoader worker (see features/_extract.py)
+
+    def __init__(self, module: torch.nn.Module, device: torch.device | str = "cpu", *, compile: bool = False):
+        self.device = torch.device(device)
+        self.module = module.eval().to(self.device).to(memory_format=torch.channels_last)
+        if compile:
+            self.module = torch.compile(self.module)
+        # On a GPU the workers only decode; the main process owns the device.
+        self.runs_in_workers = self.device.type == "cpu"
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = self.module(x)
+        else:
+            y = self.module(x)
+        return y.float().cpu().numpy()
+
+
+class OrtFn:
+    """ONNX Runtime on the CPU. The session is created lazily in the process that calls it (a forked DataLoader
+    worker gets its own), single-threaded by default: one session per core is the fast layout on few cores."""
+
+    runs_in_workers = True
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.path, self.threads = str(path), threads
+        self._session, self._pid = None, None
+
+    def _get(self):
+        if self._session is None or self._pid != os.getpid():
+            self._session, self._pid = _session(self.path, self.threads), os.getpid()
+        return self._session
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        x = x.contiguous().numpy() if isinstance(x, torch.Tensor) else np.ascontiguousarray(x, np.float32)
+        return self._get().run(None, {"x": x})[0]
+
+    def __getstate__(self) -> dict[str, Any]:  # sessions are not shared across processes
+        return {"path": self.path, "threads": self.threads, "_session": None, "_pid": None}
+
+
+def _session(path: str, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # warnings about unused initializers etc. are noise to a user
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def module_key(module: torch.nn.Module, input_size: tuple[int, int, int]) -> str:
+    """Hash of the module's structure, every parameter and buffer, the input size and the exporter version."""
+    h = hashlib.sha256()
+    h.update(f"{_FORMAT}|{torch.__version__}|{OPSET}|{tuple(input_size)}|{module!r}".encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def _parity_batch(input_size: tuple[int, int, int]) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(2, *input_size, generator=g)
+
+
+def export_onnx(module: torch.nn.Module, input_size: tuple[int, int, int], path: str | os.PathLike
+                ) -> dict[str, Any]:
+    """Export ``module`` (dynamic batch size) to ``path`` atomically and check it against PyTorch.
+
+    Returns the record written next to it (``<path>.json``): parity, input size, versions. Raises
+    :class:`HeadstartError` when the export fails or parity exceeds :data:`PARITY_TOL` (nothing is kept then).
+    """
+    import onnxruntime as ort
+
+    module = module.eval().cpu().to(memory_format=torch.contiguous_format)
+    x = _parity_batch(input_size)
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # The TorchScript-based exporter: it traces the exact forward pass that ran (hooks that stop early
+            # at a layer included) and needs no extra packages.
+            torch.onnx.export(module, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=OPSET)
+    except Exception as exc:  # any exporter failure means "use PyTorch", never a failed run
+        raise HeadstartError(f"ONNX export failed ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    data = buf.getvalue()
+    with torch.inference_mode():
+        ref = module(x).float().numpy()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    got = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    if got.shape != ref.shape:
+        raise HeadstartError(f"ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
+    parity = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-12))
+    if not parity <= PARITY_TOL:
+        raise HeadstartError(f"ONNX output differs from PyTorch by {parity:.2e} of the feature scale "
+                             f"(allowed {PARITY_TOL:.0e})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"format": _FORMAT, "parity": parity, "parity_tolerance": PARITY_TOL, "input_size": list(input_size),
+              "output_shape": list(ref.shape[1:]), "opset": OPSET, "torch": torch.__version__,
+              "onnxruntime": ort.__version__, "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_bytes(path, data)
+    atomic_write_json(path.with_suffix(".json"), record)
+    return record
+
+
+def _images_per_second(fn: Callable, x: torch.Tensor, reps: int = 3) -> float:
+    """Best of ``reps`` timed calls after a warm-up (the best is the least disturbed by other processes)."""
+    fn(x)  # warm-up: first calls allocate and (for onnxruntime) finish optimizing
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - t)
+    return len(x) / best
+
+
+def _measure(module: torch.nn.Module, onnx_path: Path, input_size: tuple[int, int, int]) -> dict[str, float]:
+    """Single-threaded images/s of both backends at the extraction batch size: the layout they will run in."""
+    x = torch.randn(4, *input_size, generator=torch.Generator().manual_seed(1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        eager = _images_per_second(TorchFn(module), x)
+    finally:
+        torch.set_num_threads(threads)
+    return {"torch": round(eager, 2), "onnxruntime": round(_images_per_second(OrtFn(onnx_path), x), 2)}
+
+
+def _cached_export(module: torch.nn.Module, input_size: tuple[int, int, int], cache_dir: Path
+                   ) -> tuple[Path, dict[str, Any]]:
+    path = cache_dir / f"{module_key(module, input_size)}.onnx"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        record = json.loads(meta.read_text())
+        # A cached file edited or truncated since export is exported again, never trusted.
+        if record.get("format") == _FORMAT and record.get("sha256") == _sha256(path):
+            return path, record
+    _logger.info("exporting %s to ONNX (once; cached in %s)", type(module).__name__, cache_dir)
+    record = export_onnx(module, input_size, path)
+    record["speed"] = _measure(module, path, input_size)
+    atomic_write_json(meta, record)
+    return path, record
+
+
+def _sha256(path: Path) -> str:
+    from .weights import sha256_file
+
+    return sha256_file(path)
+
+
+def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backend: str = "auto",
+            device: str | None = None, compile: bool = False, cache_dir: str | os.PathLike | None = None,
+            say: Callable[[str], None] | None = None) -> tuple[Callable, BackendInfo]:
+    """A callable ``fn(batch) -> np.ndarray`` running ``module``, and what it is.
+
+    Args:
+        backend: "torch", "onnxruntime" (an error if it cannot be used) or "auto" (onnxruntime on a CPU when
+            installed, within parity and faster; else torch, and ``say`` is told why).
+        device: "cpu", "cuda", or None/"auto" (CUDA when available). onnxruntime runs on the CPU only.
+        compile: ``torch.compile`` the module (torch backend).
+    """
+    if backend not in BACKENDS:
+        raise HeadstartError(f"backend must be one of {', '.join(BACKENDS)}; received {backend!r}.")
+    dev = resolve_device(device)
+    say = say or _logger.info
+    if backend == "torch" or (backend == "auto" and dev.type != "cpu"):
+        why = "requested" if backend == "torch" else f"{dev.type} device"
+        return TorchFn(module, dev, compile=compile), BackendInfo("torch", str(dev), why)
+    if dev.type != "cpu":
+        raise HeadstartError(f"backend 'onnxruntime' runs on the CPU; received device {str(dev)!r}. "
+                             f"Use --device cpu, or --backend torch on the GPU.")
+    fallback = None
+    if not onnxruntime_available():
+        fallback = "onnxruntime is not installed (pip install 'headstart[onnx]')"
+    else:
+        from .weights import headstart_home
+
+        cache = Path(cache_dir) if cache_dir else headstart_home() / "onnx"
+        try:
+            path, record = _cached_export(module, input_size, cache)
+        except (HeadstartError, OSError) as exc:
+            fallback = str(exc)
+        else:
+            speed = record.get("speed", {})
+            info = BackendInfo("onnxruntime", "cpu", "", record["parity"], str(path), speed)
+            if backend == "onnxruntime" or speed.get("onnxruntime", 0) >= speed.get("torch", 0):
+                info.reason = "requested" if backend == "onnxruntime" else "faster on this CPU"
+                return OrtFn(path), info
+            fallback = (f"onnxruntime measured slower for this model ({speed.get('onnxruntime')} vs "
+                        f"{speed.get('torch')} img/s)")
+    if backend == "onnxruntime":
+        raise HeadstartError(f"backend 'onnxruntime' cannot be used: {fallback}. Use --backend torch or auto.")
+    say(f"Using PyTorch: {fallback}.")
+    return TorchFn(module, dev, compile=compile), BackendInfo("torch", "cpu", fallback)
+
+
+def gpu_batch_size(fn: TorchFn, input_size: tuple[int, int, int], *, start: int = 32, limit: int = 1024,
+                   headroom: float = 0.5) -> int:
+    """The largest power-of-two batch (≤ ``limit``) whose forward pass fits in ``headroom`` of free GPU memory.
+
+    Measured, not guessed: one forward pass per candidate, peak memory read from the allocator.
+    """
+    if fn.device.type != "cuda":
+        return start
+    free, _ = torch.cuda.mem_get_info(fn.device)
+    best, bs = start, start
+    while bs <= limit:
+        torch.cuda.reset_peak_memory_stats(fn.device)
+        base = torch.cuda.memory_allocated(fn.device)
+        try:
+            fn(torch.zeros(bs, *input_size))
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+        if torch.cuda.max_memory_allocated(fn.device) - base > headroom * free:
+            break
+        best, bs = bs, bs * 2
+    return best
