@@ -29,12 +29,14 @@ from .features import extract as extract
 from .train import TrainConfig as TrainConfig
 from .train import load as load
 from .train import train as train
+from .export import export_run as export_run
 
 try:
     __version__ = version("headstart")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["create_model", "list_models", "classify", "extract", "ExtractConfig", "FeatureSet", "train", "load", "TrainConfig", "load_image", "HeadstartModel", "Prediction",
+__all__ = ["create_model", "list_models", "classify", "extract", "ExtractConfig", "FeatureSet", "train", "load",
+           "export_run", "TrainConfig", "load_image", "HeadstartModel", "Prediction",
            "Preprocessing", "HeadstartError", "UnknownModelError", "UnknownLayerError", "InputShapeError",
            "WeightsError", "WeightsNotFoundError", "ChecksumError", "ImageLoadError", "__version__"]

@@ -152,7 +152,8 @@ def export_onnx(module: torch.nn.Module, input_size: tuple[int, int, int], path:
                 ) -> dict[str, Any]:
     """Export ``module`` (dynamic batch size) to ``path`` atomically and check it against PyTorch.
 
-    Returns the record written next to it (``<path>.json``): parity, input size, versions. Raises
+    Returns the record written next to it (``<path>.json``): parity, input size, versions, the module's key and
+    the file's SHA-256 (checked before every later use). Raises
     :class:`HeadstartError` when the export fails or parity exceeds :data:`PARITY_TOL` (nothing is kept then).
     """
     import onnxruntime as ort
@@ -183,11 +184,33 @@ def export_onnx(module: torch.nn.Module, input_size: tuple[int, int, int], path:
                              f"(allowed {PARITY_TOL:.0e})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"format": _FORMAT, "parity": parity, "parity_tolerance": PARITY_TOL, "input_size": list(input_size),
+    record = {"format": _FORMAT, "key": module_key(module, input_size), "parity": parity, "parity_tolerance": PARITY_TOL, "input_size": list(input_size),
               "output_shape": list(ref.shape[1:]), "opset": OPSET, "torch": torch.__version__,
               "onnxruntime": ort.__version__, "sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_bytes(path, data)
-    atomic_write_json(path.with_suffix(".json"), record)
+    atomic_write_json(record_path(path), record)
+    return record
+
+
+def record_path(onnx_path: str | os.PathLike) -> Path:
+    return Path(f"{onnx_path}.json")
+
+
+def check_export(onnx_path: str | os.PathLike, module: torch.nn.Module, input_size: tuple[int, int, int]
+                 ) -> dict[str, Any]:
+    """The record of an existing export after checking that the file is intact and is an export of ``module``."""
+    path = Path(onnx_path)
+    try:
+        record = json.loads(record_path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise HeadstartError(f"{path}: its record {record_path(path).name} is missing or unreadable ({exc}). "
+                             f"Export again (`headstart export RUN --format onnx`).") from exc
+    if record.get("format") != _FORMAT or record.get("sha256") != _sha256(path):
+        raise HeadstartError(f"{path}: checksum mismatch with {record_path(path).name}; the file was changed after "
+                             f"export and is refused. Export again (`headstart export RUN --format onnx`).")
+    if record.get("key") != module_key(module, input_size):
+        raise HeadstartError(f"{path} was exported from other weights or another input size than this model. "
+                             f"Export again (`headstart export RUN --format onnx`).")
     return record
 
 
@@ -217,16 +240,15 @@ def _measure(module: torch.nn.Module, onnx_path: Path, input_size: tuple[int, in
 def _cached_export(module: torch.nn.Module, input_size: tuple[int, int, int], cache_dir: Path
                    ) -> tuple[Path, dict[str, Any]]:
     path = cache_dir / f"{module_key(module, input_size)}.onnx"
-    meta = path.with_suffix(".json")
-    if path.is_file() and meta.is_file():
-        record = json.loads(meta.read_text())
-        # A cached file edited or truncated since export is exported again, never trusted.
-        if record.get("format") == _FORMAT and record.get("sha256") == _sha256(path):
-            return path, record
+    if path.is_file():
+        try:
+            return path, check_export(path, module, input_size)
+        except HeadstartError:  # a cached file edited or truncated since export is exported again, never trusted
+            pass
     _logger.info("exporting %s to ONNX (once; cached in %s)", type(module).__name__, cache_dir)
     record = export_onnx(module, input_size, path)
     record["speed"] = _measure(module, path, input_size)
-    atomic_write_json(meta, record)
+    atomic_write_json(record_path(path), record)
     return path, record
 
 
@@ -238,7 +260,8 @@ def _sha256(path: Path) -> str:
 
 def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backend: str = "auto",
             device: str | None = None, compile: bool = False, cache_dir: str | os.PathLike | None = None,
-            say: Callable[[str], None] | None = None) -> tuple[Callable, BackendInfo]:
+            onnx: str | os.PathLike | None = None, say: Callable[[str], None] | None = None
+            ) -> tuple[Callable, BackendInfo]:
     """A callable ``fn(batch) -> np.ndarray`` running ``module``, and what it is.
 
     Args:
@@ -246,6 +269,8 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
             installed, within parity and faster; else torch, and ``say`` is told why).
         device: "cpu", "cuda", or None/"auto" (CUDA when available). onnxruntime runs on the CPU only.
         compile: ``torch.compile`` the module (torch backend).
+        onnx: an existing export of ``module`` (``headstart export``) to use instead of the cache; it is checked
+            (SHA-256 and model key) and a mismatch is an error.
     """
     if backend not in BACKENDS:
         raise HeadstartError(f"backend must be one of {', '.join(BACKENDS)}; received {backend!r}.")
@@ -265,8 +290,13 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
 
         cache = Path(cache_dir) if cache_dir else headstart_home() / "onnx"
         try:
-            path, record = _cached_export(module, input_size, cache)
+            if onnx is not None:
+                path, record = Path(onnx), check_export(onnx, module, input_size)
+            else:
+                path, record = _cached_export(module, input_size, cache)
         except (HeadstartError, OSError) as exc:
+            if onnx is not None:
+                raise
             fallback = str(exc)
         else:
             speed = record.get("speed", {})

@@ -1,11 +1,15 @@
 """Classify many images with a pretrained model; a bad file is reported and the others are still classified."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
+
 from .data import ImageInput, load_image
 from .errors import ImageLoadError
+from .features._extract import default_workers
 from .models import HeadstartModel, Prediction, create_model
 
 __all__ = ["ClassifyResult", "classify"]
@@ -31,10 +35,21 @@ class ClassifyResult:
 
 
 def classify(images: Sequence[ImageInput], model: str | HeadstartModel = "lite0", *, top: int = 5,
-             batch_size: int = 16) -> list[ClassifyResult]:
-    """Top-``top`` predictions for each image, in input order; unreadable images carry ``error`` instead."""
+             batch_size: int = 16, backend: str = "auto", device: str | None = None,
+             workers: int | None = None, onnx: str | os.PathLike | None = None) -> list[ClassifyResult]:
+    """Top-``top`` predictions for each image, in input order; unreadable images carry ``error`` instead.
+
+    Files are decoded and classified in parallel worker processes on ``backend`` (see
+    :func:`headstart.backends.prepare`; ``onnx``: an existing export of this model); in-memory images (PIL,
+    arrays) run in this process on PyTorch.
+    """
     if isinstance(model, str):
         model = create_model(model)
+    if not model.has_classifier:
+        model.classify([])  # raises the explanation (no classes with include_top=False)
+    if images and all(isinstance(im, (str, os.PathLike)) for im in images):
+        return _classify_files([os.fspath(im) for im in images], model, top, batch_size,
+                               dict(backend=backend, device=device, workers=workers, onnx=onnx))
     results = [ClassifyResult(path=str(im) if not hasattr(im, "shape") and not hasattr(im, "mode")
                               else f"<image {i}>") for i, im in enumerate(images)]
     good: list[tuple[int, Any]] = []
@@ -47,4 +62,24 @@ def classify(images: Sequence[ImageInput], model: str | HeadstartModel = "lite0"
         chunk = good[start:start + batch_size]
         for (i, _), preds in zip(chunk, model.classify([im for _, im in chunk], top=top, batch_size=batch_size)):
             results[i].predictions = preds
+    return results
+
+
+def _classify_files(paths: list[str], model: HeadstartModel, top: int, batch_size: int, run: dict[str, Any]
+                    ) -> list[ClassifyResult]:
+    from .data import Item
+    from .evaluate import predict_items
+
+    n_batches = -(-len(paths) // batch_size)
+    workers = run.pop("workers")
+    workers = min(default_workers() if workers is None else workers, n_batches)
+    probs, errors = predict_items(model, [Item(p, "") for p in paths], batch_size=batch_size, workers=workers, **run)
+    k = min(top, probs.shape[1])
+    results = []
+    for path, p, err in zip(paths, probs, errors):
+        if err is not None:
+            results.append(ClassifyResult(path, error=err))
+            continue
+        order = np.argsort(-p, kind="stable")[:k]
+        results.append(ClassifyResult(path, [Prediction(model.class_names[j], int(j), float(p[j])) for j in order]))
     return results

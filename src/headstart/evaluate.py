@@ -25,15 +25,17 @@ class _Probabilities(torch.nn.Module):
 
 
 def predict_items(model, items: Sequence[Item], *, batch_size: int = 8, workers: int | None = None,
-                  backend: str = "auto", device: str | None = None) -> tuple[np.ndarray, list[str | None]]:
+                  backend: str = "auto", device: str | None = None, onnx=None
+                  ) -> tuple[np.ndarray, list[str | None]]:
     """Class probabilities (N × classes; NaN rows for unreadable images) and per-image errors, in input order.
 
-    ``backend``/``device``: see :func:`headstart.backends.prepare`.
+    ``backend``/``device``/``onnx``: see :func:`headstart.backends.prepare`.
     """
     from .backends import prepare
 
     model.eval()
-    fn, _ = prepare(_Probabilities(model), (3, *model.input_size), backend=backend, device=device)
+    fn, _ = prepare(_Probabilities(model), (3, *model.input_size), backend=backend, device=device,
+                    onnx=onnx)
     batches = [list(range(i, min(i + batch_size, len(items)))) for i in range(0, len(items), batch_size)]
     probs = np.full((len(items), len(model.class_names)), np.nan, np.float32)
     errors: list[str | None] = [None] * len(items)

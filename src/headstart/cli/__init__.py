@@ -12,11 +12,11 @@ import sys
 from typing import Sequence
 
 from ..errors import HeadstartError
-from . import _classify, _data, _extract, _models, _predict, _summary, _train
+from . import _classify, _data, _export, _extract, _models, _predict, _summary, _train
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (_models, _summary, _classify, _extract, _data, _train, _predict)
+_COMMANDS = (_models, _summary, _classify, _extract, _data, _train, _predict, _export)
 
 EPILOG = """examples:
   headstart models                                  # what is available, and usable offline now
@@ -26,6 +26,7 @@ EPILOG = """examples:
   headstart data elpv data/elpv                     # real demo data (solar cells)
   headstart train data/elpv --out runs/elpv         # auto: tries 4 strategies, keeps the best
   headstart predict runs/elpv cell.png              # use the trained model
+  headstart export runs/elpv                        # ONNX file, parity-checked; predict then uses it
 
 exit codes: 0 ok, 1 some inputs failed (others processed), 2 bad arguments, 130 interrupted.
 Run `headstart COMMAND --help` for each command's options and examples."""

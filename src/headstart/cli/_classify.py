@@ -5,7 +5,7 @@ import argparse
 
 from ..classify import classify
 from ..models import create_model
-from ._common import add_model_arguments, print_results, weights_arg
+from ._common import add_backend_arguments, add_model_arguments, print_results, weights_arg
 
 
 def add_parser(sub) -> None:
@@ -21,10 +21,12 @@ def add_parser(sub) -> None:
     p.add_argument("--top", type=int, default=5, help="labels per image (default 5)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    add_backend_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     model = create_model(args.model, weights=weights_arg(args.weights))
-    results = classify(args.images, model, top=args.top, batch_size=args.batch_size)
+    results = classify(args.images, model, top=args.top, batch_size=args.batch_size, backend=args.backend,
+                       device=args.device)
     return print_results(results, args.json)

@@ -49,3 +49,12 @@ def print_results(results, as_json: bool) -> int:
             if r.ok:
                 print(f"{r.path}: " + ", ".join(str(p) for p in r.predictions))
     return 1 if any(not r.ok for r in results) else 0
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """How the network runs; the results agree across backends within headstart.backends.PARITY_TOL."""
+    g = p.add_argument_group("execution")
+    g.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="auto (default): ONNX Runtime on a CPU when installed, parity-checked and faster, "
+                        "else PyTorch; the choice is printed with -v and recorded")
+    g.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1 …")

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..features import POOLING_MODES, ExtractConfig, FeatureModel, extract
-from ._common import add_model_arguments, parse_shape, weights_arg
+from ._common import add_backend_arguments, add_model_arguments, parse_shape, weights_arg
 
 MAX_SKIP_LINES = 20
 
@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
                    help="how a feature map is reduced: avg, max, avgmax (both, concatenated) or none (keep the "
                         "H×W×C map); default avg")
     p.add_argument("--input-shape", help="HEIGHT,WIDTH of the network input (default: the weights' size)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass in each worker (default 4)")
+    p.add_argument("--batch-size", type=int,
+                   help="images per forward pass (default: 4 in each CPU worker; on a GPU, the largest that fits)")
     p.add_argument("--workers", type=int, help="processes that decode and run the network (default: one per "
                                                   "core; 0 runs everything in this process)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored precision")
@@ -45,13 +46,16 @@ def add_parser(sub) -> None:
                    help="decode JPEGs at full size (default: reduced-size decoding where the features stay equal)")
     p.add_argument("--overwrite", action="store_true", help="replace a store made from other inputs/settings")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line")
+    add_backend_arguments(p)
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (torch backend, long GPU runs)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = ExtractConfig(model=args.model, layer=args.layer, pooling=args.pooling, weights=weights_arg(args.weights),
                            input_shape=parse_shape(args.input_shape), dtype=args.dtype, draft=args.draft,
-                           batch_size=args.batch_size, workers=args.workers)
+                           batch_size=args.batch_size, workers=args.workers, backend=args.backend,
+                           device=args.device, compile=args.compile)
     if args.layer == "list":
         return _list_layers(config)
     if not args.source or not args.out:
@@ -92,4 +96,5 @@ def _report(fs, args) -> None:
     resumed = f", resumed after {st.resumed_chunks} finished chunks" if st.resumed_chunks else ""
     skipped = f" ({st.skipped} skipped, listed in {fs.root / 'skipped.csv'})" if st.skipped else ""
     print(f"extracted {st.extracted} of {st.images} images{skipped} → {fs.root / 'features.npy'} [{shape} "
-          f"{fs.meta['dtype']}] in {st.seconds:.1f} s ({st.images_per_second:.1f} img/s{resumed})")
+          f"{fs.meta['dtype']}] in {st.seconds:.1f} s ({st.images_per_second:.1f} img/s on "
+          f"{fs.meta.get('backend', {}).get('name', 'torch')}{resumed})")

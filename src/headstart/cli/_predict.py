@@ -6,19 +6,21 @@ import json
 import sys
 
 from ..train import load
-from ._common import print_results
+from ._common import add_backend_arguments, print_results
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify images with a trained run",
                        description="Predict the classes of images with a model trained by `headstart train`.",
                        epilog="examples:\n  headstart predict runs/elpv cell1.png cell2.png\n"
-                              "  headstart predict runs/elpv *.png --json --top 2",
+                              "  headstart predict runs/elpv *.png --json --top 2\n"
+                              "  headstart export runs/elpv && headstart predict runs/elpv *.png  # ONNX Runtime",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=1, help="classes per image (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_backend_arguments(p)
     p.set_defaults(func=run_predict)
     e = sub.add_parser("evaluate", help="score a trained run on labelled images",
                        description="Accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion "
@@ -29,15 +31,17 @@ def add_parser(sub) -> None:
     e.add_argument("run", metavar="RUN")
     e.add_argument("data", metavar="DATA")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_backend_arguments(e)
     e.set_defaults(func=run_evaluate)
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    return print_results(load(args.run).predict(args.images, top=args.top), args.json)
+    return print_results(load(args.run).predict(args.images, top=args.top, backend=args.backend,
+                                                       device=args.device), args.json)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    m = load(args.run).evaluate(args.data)
+    m = load(args.run).evaluate(args.data, backend=args.backend, device=args.device)
     for s in m["skipped"]:
         print(f"error: {s['path']}: {s['reason']}", file=sys.stderr)
     if args.json:

@@ -139,11 +139,23 @@ class TrainedModel:
     def class_names(self) -> list[str]:
         return self.model.class_names
 
-    def predict(self, images: Sequence[ImageInput], top: int = 1) -> list[ClassifyResult]:
-        return classify(images, self.model, top=min(top, len(self.class_names)))
+    @property
+    def onnx_path(self) -> Path | None:
+        """The run's ONNX export (``headstart export``), used on the CPU by backend auto/onnxruntime."""
+        path = self.root / "model.onnx"
+        return path if path.is_file() else None
+
+    def predict(self, images: Sequence[ImageInput], top: int = 1, *, backend: str = "auto",
+                device: str | None = None) -> list[ClassifyResult]:
+        return classify(images, self.model, top=min(top, len(self.class_names)), backend=backend, device=device,
+                        onnx=self.onnx_path)
 
     def evaluate(self, data: str | os.PathLike, **kw) -> dict[str, Any]:
-        """Metrics on a labelled folder/CSV; for a folder with a test/ subfolder, on that split."""
+        """Metrics on a labelled folder/CSV; for a folder with a test/ subfolder, on that split.
+
+        Keyword arguments go to :func:`headstart.evaluate.predict_items` (``backend``, ``device``, ``workers``).
+        """
+        kw.setdefault("onnx", self.onnx_path)
         root = Path(data)
         items = read_source(root / "test" if (root / "test").is_dir() else root)
         if any(not it.label for it in items):
