@@ -184,3 +184,76 @@ def test_finetune_batchnorm_statistics_policy(tmp_path, three_classes, bn):
     weights_changed = any(not torch.equal(before[k], after[k]) for k in after if k.endswith("conv_stem.weight"))
     assert weights_changed  # every layer trains in both cases
     assert all(unchanged) if bn == "frozen" else not any(unchanged)
+
+
+# -- interruptions: per-epoch checkpoints and --resume (issue 6) ------------------------------------------------
+
+def _toy_fit(ckpt_dir, resume, stop_at=None):
+    from headstart.train._checkpoint import Checkpoints, checkpointing
+    from headstart.train._data import tensor_loader
+    from headstart.train._loop import fit
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 5, generator=g), torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 3))
+
+    def on_epoch(e):
+        if e == stop_at:
+            raise KeyboardInterrupt
+
+    ckpt = Checkpoints.open(ckpt_dir, {"toy": 1}, resume)
+    with checkpointing(ckpt):
+        hist = fit(module, tensor_loader(x, y, 8, train=True, seed=0), tensor_loader(x, y, 64, train=False),
+                   [{"params": module.parameters(), "lr": 1e-2}], epochs=6, patience=100, progress=False,
+                   desc="toy", on_epoch=on_epoch)
+    return module, hist
+
+
+def test_resumed_fit_equals_an_uninterrupted_one(tmp_path):
+    whole, hist_whole = _toy_fit(tmp_path / "a", resume=False)
+    with pytest.raises(KeyboardInterrupt):
+        _toy_fit(tmp_path / "b", resume=False, stop_at=3)
+    saved = json.loads((tmp_path / "b" / ".checkpoints" / "toy.json").read_text())
+    assert saved["epoch"] == 2 and len(saved["history"]["val_acc"]) == 3
+    with pytest.raises(headstart.HeadstartError, match="--resume"):  # never silently starts over
+        _toy_fit(tmp_path / "b", resume=False)
+    resumed, hist = _toy_fit(tmp_path / "b", resume=True)
+    assert hist.train_loss == hist_whole.train_loss and hist.val_acc == hist_whole.val_acc
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_kill_9_during_train_then_resume(tmp_path, three_classes, capsys):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    run = tmp_path / "run"
+    args = ["train", str(three_classes), "--out", str(run), "--model", "test_efficientnet", "--weights", "none",
+            "--strategy", "finetune", "--input-shape", "64,64", "--finetune-epochs", "12", "--epochs", "2",
+            "--patience", "50", "--workers", "0", "-q"]
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from headstart.cli import main; "
+                             "sys.exit(main(sys.argv[1:]))", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    marker = run / ".checkpoints" / "finetune.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if marker.is_file() and json.loads(marker.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = json.loads(marker.read_text())
+    assert not (run / "model.safetensors").exists()
+    assert main(args) == 2 and "--resume" in capsys.readouterr().err
+    assert main([*args[:-1], "--lr", "0.5", "--resume", "-q"]) == 2  # other arguments: refused, not mixed
+    assert "another configuration" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    hist = m["histories"]["finetune"]
+    n = before["epoch"] + 1
+    assert len(hist["val_acc"]) == 12 and hist["val_acc"][:n] == before["history"]["val_acc"]
+    assert not (run / ".checkpoints").exists() and (run / "model.safetensors").is_file()

@@ -57,6 +57,8 @@ def add_parser(sub) -> None:
     g.add_argument("--budget", type=float, default=_D.budget, help="seconds for auto (default %(default)s)")
     g.add_argument("--workers", type=int, help="worker processes for feature extraction (default: one per core)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last epoch checkpoint (same arguments)")
     p.set_defaults(func=run)
 
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     values.update(weights=weights_arg(args.weights), input_shape=parse_shape(args.input_shape))
     config = TrainConfig(**values)
     console = Console(stderr=True)
-    result = train(args.data, args.out, config, progress=not args.quiet,
+    result = train(args.data, args.out, config, progress=not args.quiet, resume=args.resume,
                    log=lambda msg: console.print(f"[dim]{msg}[/dim]") if not args.quiet else None)
     table = Table(title="strategies (chosen on the validation split)")
     for col in ("strategy", "val accuracy", "time (s)", "notes"):

@@ -15,6 +15,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from ._checkpoint import current as current_checkpoints
+
 __all__ = ["History", "fit", "evaluate_loader"]
 
 
@@ -86,10 +88,29 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
     hist, best_state, best_key, bad = History(), None, None, 0
-    last_epoch_seconds = 0.0
+    last_epoch_seconds, start_epoch, finished = 0.0, 0, False
     t0 = time.perf_counter()
+    ckpt = current_checkpoints()
+    generator = getattr(train_loader, "generator", None)
+    restored = ckpt.restore(desc, module, opt, sched, generator) if ckpt is not None else None
+    if restored is not None:  # --resume: continue after the last finished epoch
+        st, best_state = restored
+        hist = History(**st["history"])
+        best_key = tuple(st["best_key"]) if st["best_key"] is not None else None
+        bad, last_epoch_seconds, finished = st["bad"], st["last_epoch_seconds"], st["finished"]
+        start_epoch, t0 = st["epoch"] + 1, t0 - hist.seconds
+
+    def checkpoint(epoch: int, done: bool) -> None:
+        if ckpt is not None:
+            hist.seconds = time.perf_counter() - t0
+            ckpt.save(desc, module, opt, sched, best_state, generator, {
+                "epoch": epoch, "history": hist.to_dict(), "best_key": best_key, "bad": bad,
+                "last_epoch_seconds": last_epoch_seconds, "finished": done})
+
     with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
+            if finished:
+                break
             epoch_start = time.perf_counter()
             if deadline is not None and hist.val_acc and epoch_start + last_epoch_seconds > deadline:
                 hist.stopped_early = True  # the next epoch would not finish within the budget
@@ -112,7 +133,9 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 bad += 1
             if bad >= patience or (deadline is not None and time.perf_counter() > deadline):
                 hist.stopped_early = epoch < epochs - 1
+                checkpoint(epoch, True)
                 break
+            checkpoint(epoch, epoch == epochs - 1)
     if best_state is not None:
         module.load_state_dict(best_state)
     hist.seconds = time.perf_counter() - t0

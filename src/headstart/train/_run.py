@@ -25,6 +25,7 @@ from ..data._dataset import load_splits
 from ..errors import HeadstartError
 from ..evaluate import evaluate_items, plot_confusion_matrix, plot_training_curves
 from ..models import HeadstartModel, create_model
+from ._checkpoint import Checkpoints, checkpointing
 from ._strategies import STRATEGIES, StrategyResult, TrainConfig, run_strategy
 
 __all__ = ["train", "TrainResult", "TrainedModel", "load", "choose_winner"]
@@ -49,11 +50,13 @@ def choose_winner(results: Sequence[StrategyResult]) -> StrategyResult:
 
 
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None, *,
-          progress: bool = True, log=None, **overrides) -> TrainResult:
+          progress: bool = True, log=None, resume: bool = False, **overrides) -> TrainResult:
     """Train on the labelled images in ``data`` and write the run directory ``out``.
 
     ``config.strategy`` is one of probe, head, partial, finetune, or auto (all within ``config.budget`` seconds,
-    chosen on the validation split; the test split is scored once, for the winner).
+    chosen on the validation split; the test split is scored once, for the winner). Every epoch is checkpointed
+    in ``out/.checkpoints``; after an interruption, ``resume=True`` with the same arguments continues from the
+    last finished epoch (finished training loops are not repeated). The checkpoints are removed on success.
     """
     config = replace(config or TrainConfig(), **overrides)
     say = log or (lambda msg: _logger.info(msg))
@@ -64,9 +67,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpoints.open(out, {"config": {k: v for k, v in config.to_dict().items() if k != "workers"},
+                                  "data": splits.source, "counts": splits.counts(), "classes": splits.classes},
+                            resume)
+    if resume:
+        say(f"resuming from the checkpoints in {ckpt.root}")
     say(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images, classes "
         f"{', '.join(splits.classes)} (imbalance {splits.imbalance():.2f}×)")
-    results = _run_strategies(splits, config, progress, say)
+    with checkpointing(ckpt):
+        results = _run_strategies(splits, config, progress, say)
     winner = choose_winner(results)
     test = None
     if splits.test:
@@ -75,6 +84,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     table = [{"strategy": r.name, "val_accuracy": r.val_acc, "seconds": round(r.seconds, 1), **r.details}
              for r in results]
     _save(out, winner, results, splits, config, test, table)
+    ckpt.clear()
     return TrainResult(out, winner.name, winner.val_acc, test, table, winner.model)
 
 
