@@ -1,11 +1,13 @@
 """The ``headstart`` command: a thin layer where each subcommand is one library call.
 
 Exit codes: 0 success; 1 some inputs failed (the rest were processed); 2 bad arguments or unusable input
-(nothing was done); 130 interrupted.
+(nothing was done); 3 an output could not be written (disk full, read-only folder, no permission; earlier
+outputs are intact); 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -28,8 +30,15 @@ EPILOG = """examples:
   headstart predict runs/elpv cell.png              # use the trained model
   headstart export runs/elpv                        # ONNX file, parity-checked; predict then uses it
 
-exit codes: 0 ok, 1 some inputs failed (others processed), 2 bad arguments, 130 interrupted.
+exit codes: 0 ok, 1 some inputs failed (others processed), 2 bad arguments, 3 cannot write output (disk full,
+read-only, permission), 130 interrupted.
 Run `headstart COMMAND --help` for each command's options and examples."""
+
+
+_OS_HINTS = {errno.ENOSPC: "Free disk space or choose --out on another disk. ",
+             errno.EDQUOT: "Free space within your quota or choose another --out. ",
+             errno.EROFS: "The folder is on a read-only file system: choose another --out. ",
+             errno.EACCES: "No permission to write there: choose another --out. "}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeadstartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # where an output could not be written: say which file and why, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write output{where}: {exc.strerror or exc}. "
+              f"{_OS_HINTS.get(exc.errno, '')}Files written before are intact; an interrupted extract or train "
+              f"continues where it stopped once the problem is fixed.", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -113,9 +113,13 @@ class StoreWriter:
             if all(old.get(k) == state[k] for k in same) and "batch_size" in old:
                 return True
             shutil.rmtree(self.work)  # an unfinished run of another configuration: nothing to reuse
-        (self.work / "chunks").mkdir(parents=True)
-        # open_memmap writes the .npy header and sizes the file; untouched pages cost no disk until written.
+        (self.work / "chunks").mkdir(parents=True, exist_ok=True)
         np.lib.format.open_memmap(self.work / FEATURES, mode="w+", dtype=np.dtype(self.dtype), shape=self.shape).flush()
+        try:
+            reserve(self.work / FEATURES)
+        except OSError:
+            (self.work / FEATURES).unlink(missing_ok=True)  # give the space back; state.json is not written yet
+            raise
         atomic_write_json(state_path, state)
         fsync_dir(self.work)
         return False
@@ -140,8 +144,14 @@ class StoreWriter:
         for c in range(self.n_chunks):
             rows += json.loads((self.work / "chunks" / f"{c:06d}.json").read_text())
         good = [r for r in rows if not r.get("error")]
-        out = np.lib.format.open_memmap(self.root / (FEATURES + ".tmp"), mode="w+", dtype=np.dtype(self.dtype),
-                                        shape=(len(good), *self.shape[1:]))
+        tmp = self.root / (FEATURES + ".tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(self.dtype), shape=(len(good), *self.shape[1:]))
+        try:
+            reserve(tmp)
+        except OSError:
+            del out
+            tmp.unlink(missing_ok=True)
+            raise
         for start in range(0, len(good), 4096):  # stream: memory stays flat whatever N is
             idx = [r["item"] for r in good[start:start + 4096]]
             out[start:start + len(idx)] = self.features[idx]
@@ -167,6 +177,20 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     w.writerow(header)
     w.writerows(rows)
     return buf.getvalue()
+
+
+def reserve(path: Path) -> None:
+    """Allocate the disk blocks of a sized (sparse) file now. A memory-mapped write into a sparse file on a full
+    disk kills the process with SIGBUS; reserving up front turns that into an OSError (ENOSPC) at the start."""
+    if not hasattr(os, "posix_fallocate"):  # macOS / Windows: no reservation, as before
+        return
+    with open(path, "rb+") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+            except OSError as exc:
+                raise OSError(exc.errno, f"{exc.strerror} (needs {size / 2**20:.1f} MiB)", str(path)) from None
 
 
 def _fsync_file(path: Path) -> None:

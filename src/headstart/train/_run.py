@@ -115,8 +115,11 @@ def _save(out: Path, winner: StrategyResult, results: Sequence[StrategyResult], 
     model = winner.model
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     tmp = out / ".model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(out / "model.safetensors")
+    try:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+        tmp.replace(out / "model.safetensors")
+    finally:  # a failed write (disk full) leaves the previous model.safetensors, and no stray temporary file
+        tmp.unlink(missing_ok=True)
     atomic_write_json(out / "config.json", {
         "format": FORMAT, "model": model.config.to_dict(), "class_names": model.class_names,
         "preprocessing": model.preprocessing.to_dict(), "strategy": winner.name, "headstart_version": __version__})
