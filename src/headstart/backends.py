@@ -132,6 +132,15 @@ def _session(path: str, threads: int):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
+def _try_load(path: Path) -> None:
+    """Open the file once here, so that a damaged one is a clear error now and not a crash in a worker."""
+    try:
+        _session(str(path), 1)
+    except Exception as exc:
+        raise HeadstartError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:200]}). "
+                             f"Export again (`headstart export RUN --format onnx`).") from None
+
+
 def module_key(module: torch.nn.Module, input_size: tuple[int, int, int]) -> str:
     """Hash of the module's structure, every parameter and buffer, the input size and the exporter version."""
     h = hashlib.sha256()
@@ -292,6 +301,7 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
         try:
             if onnx is not None:
                 path, record = Path(onnx), check_export(onnx, module, input_size)
+                _try_load(path)
             else:
                 path, record = _cached_export(module, input_size, cache)
         except (HeadstartError, OSError) as exc:

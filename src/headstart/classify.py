@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .data import ImageInput, load_image
-from .errors import ImageLoadError
+from .errors import HeadstartError, ImageLoadError
 from .features._extract import default_workers
 from .models import HeadstartModel, Prediction, create_model
 
@@ -43,6 +43,9 @@ def classify(images: Sequence[ImageInput], model: str | HeadstartModel = "lite0"
     :func:`headstart.backends.prepare`; ``onnx``: an existing export of this model); in-memory images (PIL,
     arrays) run in this process on PyTorch.
     """
+    for name, value in (("top", top), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise HeadstartError(f"{name} must be an integer ≥ 1; received {value!r}.")
     if isinstance(model, str):
         model = create_model(model)
     if not model.has_classifier:

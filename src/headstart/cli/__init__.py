@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 some inputs failed (the rest were processed); 2 bad arguments or unusable input
 (nothing was done); 3 an output could not be written (disk full, read-only folder, no permission; earlier
-outputs are intact); 130 interrupted.
+outputs are intact); 70 internal error (a bug: please report it; -v shows the traceback); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -81,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user error: one clear line; the traceback with -v
+        if args.verbose:
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}). This is a bug in headstart; "
+              f"rerun with -v for the traceback and report it. Finished outputs are intact.", file=sys.stderr)
+        return 70
     except BrokenPipeError:  # `headstart ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

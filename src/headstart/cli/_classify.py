@@ -5,7 +5,7 @@ import argparse
 
 from ..classify import classify
 from ..models import create_model
-from ._common import add_backend_arguments, add_model_arguments, print_results, weights_arg
+from ._common import add_backend_arguments, at_least, add_model_arguments, print_results, weights_arg
 
 
 def add_parser(sub) -> None:
@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     add_model_arguments(p)
-    p.add_argument("--top", type=int, default=5, help="labels per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--top", type=at_least(1), default=5, help="labels per image (default 5)")
+    p.add_argument("--batch-size", type=at_least(1), default=16, help="images per forward pass (default 16)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     add_backend_arguments(p)
     p.set_defaults(func=run)

@@ -58,3 +58,18 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (default): ONNX Runtime on a CPU when installed, parity-checked and faster, "
                         "else PyTorch; the choice is printed with -v and recorded")
     g.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1 …")
+
+
+def at_least(minimum: int):
+    """argparse type: an integer ≥ ``minimum``, with a message that says so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {minimum}; received {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {minimum}; received {value}")
+        return value
+
+    parse.__name__ = f"integer ≥ {minimum}"
+    return parse

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..features import POOLING_MODES, ExtractConfig, FeatureModel, extract
-from ._common import add_backend_arguments, add_model_arguments, parse_shape, weights_arg
+from ._common import add_backend_arguments, at_least, add_model_arguments, parse_shape, weights_arg
 
 MAX_SKIP_LINES = 20
 
@@ -37,9 +37,9 @@ def add_parser(sub) -> None:
                    help="how a feature map is reduced: avg, max, avgmax (both, concatenated) or none (keep the "
                         "H×W×C map); default avg")
     p.add_argument("--input-shape", help="HEIGHT,WIDTH of the network input (default: the weights' size)")
-    p.add_argument("--batch-size", type=int,
+    p.add_argument("--batch-size", type=at_least(1),
                    help="images per forward pass (default: 4 in each CPU worker; on a GPU, the largest that fits)")
-    p.add_argument("--workers", type=int, help="processes that decode and run the network (default: one per "
+    p.add_argument("--workers", type=at_least(0), help="processes that decode and run the network (default: one per "
                                                   "core; 0 runs everything in this process)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored precision")
     p.add_argument("--no-draft", dest="draft", action="store_false",

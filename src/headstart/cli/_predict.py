@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..train import load
-from ._common import add_backend_arguments, print_results
+from ._common import add_backend_arguments, at_least, print_results
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top", type=int, default=1, help="classes per image (default 1)")
+    p.add_argument("--top", type=at_least(1), default=1, help="classes per image (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_backend_arguments(p)
     p.set_defaults(func=run_predict)

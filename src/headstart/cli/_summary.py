@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..models import create_model
-from ._common import add_model_arguments, parse_shape, weights_arg
+from ._common import add_model_arguments, at_least, parse_shape, weights_arg
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-top", dest="include_top", action="store_false", help="drop the classifier (include_top=False)")
     p.add_argument("--input-shape", help="HEIGHT,WIDTH, e.g. 300,300")
     p.add_argument("--pooling", choices=("avg", "max"), help="global pooling after the features (with --no-top)")
-    p.add_argument("--classes", type=int, default=1000, help="number of classes of the top (default 1000)")
+    p.add_argument("--classes", type=at_least(1), default=1000, help="number of classes of the top (default 1000)")
     p.add_argument("--head", help="new head with --no-top, e.g. 'flatten,dense:1024:relu'")
     p.set_defaults(func=run)
 

@@ -226,6 +226,8 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         raise HeadstartError(f"dtype must be one of {', '.join(DTYPES)}; received {config.dtype!r}.")
     if config.batch_size is not None and config.batch_size < 1:
         raise HeadstartError(f"batch_size must be at least 1; received {config.batch_size}.")
+    if config.workers is not None and config.workers < 0:
+        raise HeadstartError(f"workers must be ≥ 0 (0: decode in this process); received {config.workers}.")
     t0 = time.perf_counter()
     items = read_source(source)
     out = Path(out)

@@ -65,7 +65,11 @@ class FeatureSet:
         meta = json.loads(meta_path.read_text())
         if not meta.get("complete"):
             raise IncompleteStoreError(f"{root}: the store is not marked complete; rerun the extraction.")
-        features = np.load(root / FEATURES, mmap_mode="r" if mmap else None, allow_pickle=False)
+        try:
+            features = np.load(root / FEATURES, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except ValueError as exc:  # object arrays would need pickle: never
+            raise HeadstartError(f"{root / FEATURES}: refused ({exc}). headstart stores plain numeric arrays; "
+                                 f"re-extract the features.") from None
         with open(root / INDEX, newline="", encoding="utf-8", errors="surrogateescape") as f:
             rows = list(csv.DictReader(f))
         with open(root / SKIPPED, newline="", encoding="utf-8", errors="surrogateescape") as f:

@@ -60,10 +60,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     """
     config = replace(config or TrainConfig(), **overrides)
     say = log or (lambda msg: _logger.info(msg))
-    if config.strategy not in (*STRATEGIES, "auto"):
-        raise HeadstartError(f"strategy must be one of {', '.join(STRATEGIES)} or auto; received {config.strategy!r}.")
-    if config.unfreeze_from and config.strategy not in ("partial", "auto"):
-        raise HeadstartError(f"--unfreeze-from applies to the partial strategy; received strategy={config.strategy!r}.")
+    config.check()
     splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +185,16 @@ def load(run_dir: str | os.PathLike) -> TrainedModel:
     model = create_model(m["name"], weights=None, include_top=m["include_top"],
                          input_shape=tuple(m["input_shape"]) if m["input_shape"] else None, pooling=m["pooling"],
                          classes=m["classes"], head=m["head"])
-    model.load_state_dict(load_file(str(root / "model.safetensors")))
+    try:
+        state = load_file(str(root / "model.safetensors"))
+    except Exception as exc:  # safetensors only parses a header and raw tensors: a bad file is refused here
+        raise HeadstartError(f"{root / 'model.safetensors'}: not a valid safetensors file ({str(exc)[:200]}); "
+                             f"refused. Train the run again or restore the file.") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise HeadstartError(f"{root / 'model.safetensors'} does not match config.json's model: "
+                             f"{str(exc)[:300]}") from None
     model.preprocessing = Preprocessing.from_dict(cfg["preprocessing"])
     model.class_names = list(cfg["class_names"])
     return TrainedModel(model.eval(), cfg, root)

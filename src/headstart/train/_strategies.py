@@ -30,7 +30,7 @@ from ..models._layers import stage_paths
 from ._data import cached_activations, image_loader, tensor_loader, train_transform
 from ._loop import History, fit
 
-__all__ = ["TrainConfig", "StrategyResult", "STRATEGIES", "run_strategy"]
+__all__ = ["TrainConfig", "StrategyResult", "STRATEGIES", "run_strategy", "check_applies"]
 
 _logger = logging.getLogger(__name__)
 STRATEGIES = ("probe", "head", "partial", "finetune")
@@ -69,6 +69,60 @@ class TrainConfig:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
         return d
+
+    def check(self) -> None:
+        """Refuse values and strategy/setting combinations that make no sense, saying what would."""
+        if self.strategy not in (*STRATEGIES, "auto"):
+            raise HeadstartError(f"strategy must be one of {', '.join(STRATEGIES)} or auto; received "
+                                 f"{self.strategy!r}.")
+        for name in ("epochs", "finetune_epochs", "batch_size", "patience", "unfreeze_stages"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise HeadstartError(f"{name} must be an integer ≥ 1; received {value!r}.")
+        for name in ("lr", "budget"):
+            if not getattr(self, name) > 0:
+                raise HeadstartError(f"{name} must be > 0; received {getattr(self, name)!r}.")
+        for name in ("backbone_lr_mult", "layer_decay", "weight_decay", "label_smoothing"):
+            if not 0 <= getattr(self, name) <= (1 if name != "weight_decay" else 10):
+                raise HeadstartError(f"{name} must be between 0 and 1; received {getattr(self, name)!r}.")
+        for name in ("val_split", "test_split"):
+            if not 0 <= getattr(self, name) < 1:
+                raise HeadstartError(f"{name} must be a fraction in [0, 1), e.g. 0.15; received "
+                                     f"{getattr(self, name)!r}.")
+        if self.val_split + self.test_split >= 1:
+            raise HeadstartError(f"val_split + test_split must leave images to train on; received "
+                                 f"{self.val_split} + {self.test_split}.")
+        if self.workers is not None and self.workers < 0:
+            raise HeadstartError(f"workers must be ≥ 0 (0: in this process); received {self.workers}.")
+        check_applies(self.strategy, {"unfreeze_from"} if self.unfreeze_from else set())
+
+
+def check_applies(strategy: str, given: set[str]) -> None:
+    """Settings the user gave explicitly must be used by ``strategy`` (a flag that silently does nothing is a bug
+    in the user's command, and they deserve to hear about it)."""
+    for setting in sorted(given):
+        applies = _APPLIES.get(setting)
+        if applies and strategy != "auto" and strategy not in applies:
+            raise HeadstartError(
+                f"--{setting.replace('_', '-')} does not apply to strategy {strategy!r} (it is used by "
+                f"{', '.join(applies)}). Drop it, or choose --strategy {applies[0]} (or auto).")
+
+
+# Settings that only some strategies use: giving one to another strategy is a mistake worth reporting.
+_APPLIES = {
+    "head": ("head", "partial", "finetune"),
+    "augment": ("head", "partial", "finetune"),
+    "unfreeze_from": ("partial",),
+    "unfreeze_stages": ("partial",),
+    "finetune_epochs": ("finetune",),
+    "epochs": ("head", "partial", "finetune"),
+    "lr": ("head", "partial", "finetune"),
+    "backbone_lr_mult": ("partial", "finetune"),
+    "layer_decay": ("finetune",),
+    "bn": ("head", "partial", "finetune"),
+    "patience": ("head", "partial", "finetune"),
+    "budget": ("auto",),
+}
 
 
 @dataclass
