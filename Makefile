@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo-out
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench fuzz clean
 
 venv: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[dev,lite,elpv]' $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev,lite,elpv,onnx]' $(TORCH)
 	touch $@
 
 test: venv
@@ -23,8 +23,13 @@ test: venv
 demo: venv
 	bash scripts/demo.sh $(DEMO_OUT)
 
+# Every speed figure of issue 5 side by side (about 10 minutes on 2 cores); results go to benchmarks/RESULTS.md.
 bench: venv
-	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/bench.py
+
+# The long fuzz run of the image, CSV and config readers (10,000 inputs each).
+fuzz: venv
+	$(BIN)/python fuzz/run.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

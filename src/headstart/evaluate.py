@@ -36,6 +36,10 @@ def predict_items(model, items: Sequence[Item], *, batch_size: int = 8, workers:
     model.eval()
     fn, _ = prepare(_Probabilities(model), (3, *model.input_size), backend=backend, device=device,
                     onnx=onnx)
+    if not getattr(fn, "runs_in_workers", True):  # a GPU: batches as large as its memory allows
+        from .backends import gpu_batch_size
+
+        batch_size = max(batch_size, gpu_batch_size(fn, (3, *model.input_size)))
     batches = [list(range(i, min(i + batch_size, len(items)))) for i in range(0, len(items), batch_size)]
     probs = np.full((len(items), len(model.class_names)), np.nan, np.float32)
     errors: list[str | None] = [None] * len(items)

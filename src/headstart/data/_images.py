@@ -85,7 +85,10 @@ def _os_cause(path: Path, exc: OSError) -> str:
 def _decode(fp, path: Path, draft_size: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]]:
     try:
         with warnings.catch_warnings():
-            # Pillow warns before it raises for large images; we report the error instead.
+            # Pillow's other warnings (corrupt EXIF, skipped TIFF tags) are not actionable and would flood stderr on
+            # a messy folder; the image is either decoded or reported. It warns before it raises for large images:
+            # that one becomes the reported error.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp) as im:
                 size = im.size
