@@ -104,6 +104,19 @@ def throughput(tmp: Path, paths: list[Path], model: str) -> dict:
     return r
 
 
+def gpu_throughput(tmp: Path, paths: list[Path], model: str) -> dict[str, float]:
+    """End to end on the GPU (torch backend, bf16, channels_last, pinned memory), with CPU or GPU JPEG decoding;
+    every variant warmed up first (torch.compile's compilation is not counted)."""
+    kw = dict(model=model, weights=MODELS[model][1], device="cuda", backend="torch")
+    variants = {"CPU decode": {}, "GPU decode": {"gpu_decode": True},
+                "GPU decode + compile": {"gpu_decode": True, "compile": True}}
+    out = {}
+    for label, extra in variants.items():
+        headstart.extract(paths[:512], tmp / f"gwarm-{model}-{len(out)}", progress=False, **kw, **extra)
+        out[label], _, _ = headstart_extract(paths, tmp / f"gpu-{model}-{len(out)}", **kw, **extra)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=256, help="generated 500×375 JPEGs per model")
@@ -111,6 +124,7 @@ def main() -> None:
     ap.add_argument("--rss", default="2000", help="dataset sizes for the peak-memory check ('' to skip)")
     ap.add_argument("--head-train", type=int, default=256, help="ELPV training images for the head benchmark "
                                                                   "(0 to skip)")
+    ap.add_argument("--gpu-images", type=int, default=8192, help="JPEGs for the GPU figures (when CUDA is present)")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"headstart {headstart.__version__}, GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
@@ -133,6 +147,15 @@ def main() -> None:
             cold, warm = r["cache"]
             print(f"{m}: default vs torch backend features: {r['parity']}")
             print(f"{m}: cache re-run of the same extract: {cold:.2f} s → {warm:.2f} s ({cold / warm:.0f}× faster)")
+        if torch.cuda.is_available():
+            gpaths = make_jpegs(tmp / "gpu-jpeg", args.gpu_images, seed=3)
+            print(f"\nGPU ({torch.cuda.get_device_name()}), end to end, {len(gpaths)} JPEG files 500×375 (images/s)\n")
+            print("| model | CPU decode | GPU decode | GPU decode + compile |\n|---|---:|---:|---:|")
+            for m in args.models.split(","):
+                g = gpu_throughput(tmp, gpaths, m)
+                print(f"| {m} | {g['CPU decode']:.0f} | {g['GPU decode']:.0f} | {g['GPU decode + compile']:.0f} |")
+        else:
+            print("\nGPU figures: pending (no CUDA GPU on this machine).")
         if args.head_train:
             head_speedup(tmp, args.head_train)
         for n in (int(v) for v in args.rss.split(",") if v):

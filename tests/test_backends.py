@@ -156,3 +156,40 @@ def test_classify_files_on_onnxruntime_matches_torch(tmp_path, image_folder):
         np.testing.assert_allclose([p.probability for p in x.predictions], [p.probability for p in y.predictions],
                                    atol=1e-5)
     assert c[-1].error and all(r.ok for r in c[:-1])
+
+
+def test_device_jpeg_decoding_matches_pillow_path(tmp_path, image_folder):
+    """The --gpu-decode path (torchvision.io.decode_jpeg + tensor resize), run here with device='cpu'."""
+    from PIL import Image
+
+    from headstart.data import Item
+    from headstart.features._extract import ExtractConfig, feature_model_for
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(120, 90), (90, 140), (400, 60)]):  # landscape, portrait, a strip past 4:1
+        yy, xx = np.mgrid[0:size[1], 0:size[0]]
+        arr = np.stack([(xx * (k + 1) + yy * 2) % 256 for k in range(3)], -1) + rng.normal(0, 8, (*size[::-1], 3))
+        p = tmp_path / f"p{i}.jpg"
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(p, quality=92)
+        paths.append(p)
+    gray = tmp_path / "g.jpg"
+    Image.open(paths[0]).convert("L").save(gray)
+    png = sorted(image_folder.rglob("*.png"))[0]  # not a JPEG: decoded by Pillow in the worker
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(paths[0].read_bytes()[:300])
+    items = [Item(str(p)) for p in [*paths, gray, png, broken]]
+    fm = feature_model_for(ExtractConfig(model="test_resnet", weights=None))
+    fn = _MainProcessFn(backends.TorchFn(fm.as_module()))
+    fn.device = torch.device("cpu")
+    batches = [[0, 1, 2], [3, 4, 5]]
+    ref = list(batch_loader(items, fm.preprocessing.transform(), fn, batches, workers=1))
+    dev = list(batch_loader(items, fm.preprocessing.transform(), fn, batches, workers=1,
+                            device_decode=fm.preprocessing.tensor_transform()))
+    a = np.concatenate([x for _, x, _ in ref])
+    b = np.concatenate([x for _, x, _ in dev])
+    assert a.shape == b.shape == (5, 96)  # the truncated JPEG is reported, not decoded, on both paths
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() > 0.99
+    assert [i[3] is None for _, _, infos in dev for i in infos] == [True] * 5 + [False]
+    assert [i[:3] for _, _, infos in ref for i in infos] == [i[:3] for _, _, infos in dev for i in infos]

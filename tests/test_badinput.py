@@ -2,7 +2,6 @@
 each unreadable one gets one line naming the file and the cause, and the run goes on."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 

@@ -57,10 +57,10 @@ class BackendInfo:
 
 def onnxruntime_available() -> bool:
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime
     except ImportError:
         return False
-    return True
+    return bool(onnxruntime.__version__)
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -48,6 +48,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line")
     add_backend_arguments(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the network (torch backend, long GPU runs)")
+    p.add_argument("--gpu-decode", action="store_true",
+                   help="decode JPEGs on the GPU (nvJPEG) and resize there; with --device cuda")
     p.set_defaults(func=run)
 
 
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     config = ExtractConfig(model=args.model, layer=args.layer, pooling=args.pooling, weights=weights_arg(args.weights),
                            input_shape=parse_shape(args.input_shape), dtype=args.dtype, draft=args.draft,
                            batch_size=args.batch_size, workers=args.workers, backend=args.backend,
-                           device=args.device, compile=args.compile)
+                           device=args.device, compile=args.compile, gpu_decode=args.gpu_decode)
     if args.layer == "list":
         return _list_layers(config)
     if not args.source or not args.out:

@@ -72,6 +72,22 @@ class Preprocessing:
         ])
 
 
+    def tensor_transform(self) -> T.Compose:
+        """uint8 tensor (3, H, W) on any device → the same normalized float tensor :meth:`transform` makes.
+
+        For images decoded on the GPU (``torchvision.io.decode_jpeg(device="cuda")``): the resize runs as a tensor
+        op on the device, so results differ from Pillow's resize by interpolation rounding (cosine ≥ 0.999).
+        """
+        h, w = self.input_size
+        interp = _INTERPOLATION[self.interpolation]
+        resize = T.Resize(self.resize_size[0] if h == w else self.resize_size, interpolation=interp, antialias=True)
+        return T.Compose([
+            *([_LimitAspect(MAX_ASPECT)] if h == w else []),
+            resize, T.CenterCrop((h, w)), T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean=list(self.mean), std=list(self.std)),
+        ])
+
+
 class _LimitAspect(torch.nn.Module):
     """Centre-crop a PIL image whose long side exceeds ``ratio`` × its short side (output unchanged: see above)."""
 
@@ -80,13 +96,14 @@ class _LimitAspect(torch.nn.Module):
         self.ratio = ratio
 
     def forward(self, im):
-        w, h = im.size
+        tensor = isinstance(im, torch.Tensor)
+        h, w = im.shape[-2:] if tensor else im.size[::-1]
         if max(w, h) <= self.ratio * min(w, h):
             return im
         if w > h:
             nw = int(math.ceil(self.ratio * h))
             left = (w - nw) // 2
-            return im.crop((left, 0, left + nw, h))
+            return im[..., :, left:left + nw] if tensor else im.crop((left, 0, left + nw, h))
         nh = int(math.ceil(self.ratio * w))
         top = (h - nh) // 2
-        return im.crop((0, top, w, top + nh))
+        return im[..., top:top + nh, :] if tensor else im.crop((0, top, w, top + nh))

@@ -25,6 +25,7 @@ from ..data import Item, read_image_file, read_source
 from ..errors import HeadstartError, ImageLoadError
 from ..models import get_spec
 from ..weights import sha256_file
+from ._device_decode import decode_batch, read_raw_jpeg
 from ._model import FeatureModel
 from ._store import META, WORK, FeatureSet, StoreWriter
 
@@ -51,6 +52,7 @@ class ExtractConfig:
     dtype: str = "float32"
     draft: bool = True  # reduced-size JPEG decoding
     capture: str = "output"  # "input": what enters `layer` (the cut point of partial fine-tuning)
+    gpu_decode: bool = False  # decode JPEGs on the GPU (nvJPEG) and resize there; needs device cuda
     # Execution settings: they change speed, not the features (the backends agree within backends.PARITY_TOL).
     batch_size: int | None = None  # None: 4 per CPU worker (small batches run fastest single-threaded); GPU: fit
     workers: int | None = None  # None: one per core
@@ -97,8 +99,9 @@ class _Batches(Dataset):
     """
 
     def __init__(self, items: Sequence[Item], transform: Callable, draft_size: tuple[int, int] | None,
-                 fm: Callable | None):
+                 fm: Callable | None, raw_jpeg: bool = False):
         self.items, self.transform, self.draft_size, self.fm = items, transform, draft_size, fm
+        self.raw_jpeg = raw_jpeg  # JPEGs travel undecoded, for the device to decode (_device_decode.py)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -113,6 +116,9 @@ class _Batches(Dataset):
             return None, ("", 0, 0, f"{type(exc).__name__}: {exc}")
 
     def __getitems__(self, idx: list[int]):
+        if self.raw_jpeg:
+            loaded = [read_raw_jpeg(self.items[i].path) or self._load(i) for i in idx]
+            return idx, [t for t, _ in loaded], [info for _, info in loaded]
         loaded = [self._load(i) for i in idx]
         good = [t for t, _ in loaded if t is not None]
         x = torch.stack(good) if good else None
@@ -134,24 +140,32 @@ class _WorkerInit:
 
 
 def batch_loader(items: Sequence[Item], transform: Callable, fn: Callable | None, batches: list[list[int]], *,
-                 workers: int | None = None, draft: tuple[int, int] | None = None) -> Iterator[tuple]:
+                 workers: int | None = None, draft: tuple[int, int] | None = None,
+                 device_decode: Callable | None = None) -> Iterator[tuple]:
     """Yields (indices, fn(batch) as numpy, per-item (sha256, width, height, error)) for each batch, in order.
 
     On the CPU ``fn`` (a backend from :func:`headstart.backends.prepare`) runs inside the worker processes,
     single-threaded; on a GPU (``fn.runs_in_workers`` false) the workers decode into pinned memory and the main
-    process runs ``fn`` while they decode the next batches.
+    process runs ``fn`` while they decode the next batches. ``device_decode`` (a tensor transform; main-process
+    ``fn`` only) makes the workers send JPEGs undecoded and decodes them on ``fn.device``.
     """
     workers = default_workers() if workers is None else workers
     in_workers = fn is None or getattr(fn, "runs_in_workers", True)
     # Workers are forked after the parent has used OpenMP; a forked child that enters an OpenMP parallel region
     # can deadlock, so each worker runs single-threaded (one network per core is the fast layout anyway).
-    loader = DataLoader(_Batches(items, transform, draft, fn), batch_sampler=batches, num_workers=workers,
+    if device_decode is not None and in_workers:
+        raise HeadstartError("Decoding on the device needs a backend that runs in this process (a GPU, or "
+                             "--backend torch with the network on the device); received a worker backend.")
+    ds = _Batches(items, transform, draft, fn, raw_jpeg=device_decode is not None)
+    loader = DataLoader(ds, batch_sampler=batches, num_workers=workers,
                         collate_fn=_identity, worker_init_fn=_WorkerInit(1), prefetch_factor=2 if workers else None,
                         pin_memory=not in_workers and torch.cuda.is_available())
     if in_workers:
         yield from loader
         return
     for idx, x, infos in loader:
+        if device_decode is not None:
+            x = decode_batch(x, infos, device_decode, lambda k, idx=idx: ds._load(idx[k]), fn.device)
         yield idx, (fn(x) if x is not None else None), infos
 
 
@@ -286,7 +300,12 @@ def _run(fm: FeatureModel, fn: Callable, items: Sequence[Item], writer: StoreWri
     if not batches:
         return stats
     draft = (DRAFT_FACTOR * min(fm.preprocessing.resize_size),) * 2 if config.draft else None
-    loader = batch_loader(items, fm.preprocessing.transform(), fn, batches, workers=config.workers, draft=draft)
+    device_decode = fm.preprocessing.tensor_transform() if config.gpu_decode else None
+    if config.gpu_decode and getattr(fn, "runs_in_workers", True):
+        raise HeadstartError("--gpu-decode needs the network on a GPU (--device cuda); this run uses "
+                             f"{type(fn).__name__} on the CPU workers.")
+    loader = batch_loader(items, fm.preprocessing.transform(), fn, batches, workers=config.workers, draft=draft,
+                          device_decode=device_decode)
     np_dtype = np.dtype(config.dtype)
     pending_rows: dict[int, list] = {}
     pending_feats: dict[int, dict[int, np.ndarray]] = {}

@@ -118,12 +118,7 @@ class StoreWriter:
                 return True
             shutil.rmtree(self.work)  # an unfinished run of another configuration: nothing to reuse
         (self.work / "chunks").mkdir(parents=True, exist_ok=True)
-        np.lib.format.open_memmap(self.work / FEATURES, mode="w+", dtype=np.dtype(self.dtype), shape=self.shape).flush()
-        try:
-            reserve(self.work / FEATURES)
-        except OSError:
-            (self.work / FEATURES).unlink(missing_ok=True)  # give the space back; state.json is not written yet
-            raise
+        open_reserved(self.work / FEATURES, np.dtype(self.dtype), self.shape).flush()  # before state.json
         atomic_write_json(state_path, state)
         fsync_dir(self.work)
         return False
@@ -149,13 +144,7 @@ class StoreWriter:
             rows += json.loads((self.work / "chunks" / f"{c:06d}.json").read_text())
         good = [r for r in rows if not r.get("error")]
         tmp = self.root / (FEATURES + ".tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(self.dtype), shape=(len(good), *self.shape[1:]))
-        try:
-            reserve(tmp)
-        except OSError:
-            del out
-            tmp.unlink(missing_ok=True)
-            raise
+        out = open_reserved(tmp, np.dtype(self.dtype), (len(good), *self.shape[1:]))
         for start in range(0, len(good), 4096):  # stream: memory stays flat whatever N is
             idx = [r["item"] for r in good[start:start + 4096]]
             out[start:start + len(idx)] = self.features[idx]
@@ -181,6 +170,17 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     w.writerow(header)
     w.writerows(rows)
     return buf.getvalue()
+
+
+def open_reserved(path: Path, dtype: np.dtype, shape: tuple) -> np.memmap:
+    """A new memory-mapped .npy file whose disk space is reserved; on failure (disk full) the file is removed."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()  # writes the header, sizes the file
+    try:
+        reserve(path)
+    except OSError:
+        path.unlink(missing_ok=True)  # give the space back
+        raise
+    return np.load(path, mmap_mode="r+")
 
 
 def reserve(path: Path) -> None:
