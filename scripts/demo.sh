@@ -12,6 +12,7 @@ echo "== 2-4. train on real data: ELPV solar cells, functional vs defective (aut
 "$BIN/headstart" data elpv "$OUT/elpv"
 "$BIN/headstart" train "$OUT/elpv" --out "$OUT/run-elpv"
 echo
-echo "== use the trained model"
+echo "== use the trained model (exported to ONNX, parity-checked; predict runs it with ONNX Runtime)"
+"$BIN/headstart" export "$OUT/run-elpv"
 "$BIN/headstart" predict "$OUT/run-elpv" "$OUT"/elpv/test/defective/$(ls "$OUT/elpv/test/defective" | head -1) --top 2
 echo "plots: $OUT/run-elpv/confusion_matrix.png $OUT/run-elpv/training_curves.png"
