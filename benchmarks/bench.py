@@ -25,43 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headstart  # noqa: E402
-from extract import _Files, make_jpegs, parity, peak_memory_mb  # noqa: E402
-from headstart.models import create_model  # noqa: E402
+from extract import make_jpegs, parity, peak_memory_mb, run_plain, run_seed  # noqa: E402
 
 MODELS = {  # headstart name → (timm name, weights used)
     "lite0": ("tf_efficientnet_lite0", "imagenet"),
     "resnet50": ("resnet50", None),
 }
-
-
-def seed_loop(paths: list[Path], model: str, weights) -> float:
-    net = create_model(model, include_top=False, pooling="avg", weights=weights).eval()
-    mean, std = np.array(net.preprocessing.mean), np.array(net.preprocessing.std)
-    t = time.perf_counter()
-    with torch.no_grad():
-        for p in paths:
-            im = Image.open(p).convert("RGB").resize((224, 224))
-            x = (np.asarray(im, np.float32) / 255.0 - mean) / std
-            net(torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None])
-    return len(paths) / (time.perf_counter() - t)
-
-
-def plain_timm(paths: list[Path], timm_name: str) -> float:
-    import timm
-    from timm.data import create_transform, resolve_data_config
-
-    net = timm.create_model(timm_name, num_classes=0).eval()
-    transform = create_transform(**resolve_data_config({}, model=net))
-    loader = torch.utils.data.DataLoader(_Files(paths, transform), batch_size=32, num_workers=2)
-    t = time.perf_counter()
-    with torch.no_grad():
-        for x in loader:
-            net(x)
-    return len(paths) / (time.perf_counter() - t)
 
 
 def eager_ceiling(timm_name: str, seconds: float = 6.0) -> float:
@@ -93,7 +65,7 @@ def throughput(tmp: Path, paths: list[Path], model: str) -> dict:
     kw = dict(model=model, weights=weights)
     # Warm-ups: page cache, and the one-time ONNX export (cached; a user pays it once per model and input size).
     headstart.extract(paths[:16], tmp / f"warm-{model}", progress=False, **kw)
-    r = {"seed": seed_loop(paths[:64], model, weights), "plain": plain_timm(paths, timm_name)}
+    r = {"seed": run_seed(paths[:64], model, weights), "plain": run_plain(paths, timm_name)}
     r["torch"], fs_torch, _ = headstart_extract(paths, tmp / f"{model}-torch", backend="torch", **kw)
     r["default"], fs, cold = headstart_extract(paths, tmp / f"{model}-default", **kw)
     _, _, warm = headstart_extract(paths, tmp / f"{model}-default", **kw)  # rerun: cache hit
@@ -161,9 +133,11 @@ def main() -> None:
         for n in (int(v) for v in args.rss.split(",") if v):
             d = tmp / f"rss{n}"
             make_jpegs(d, n, size=(320, 240), seed=2)
-            pss, rss = peak_memory_mb(d, tmp / f"rss-out{n}")
-            print(f"\npeak memory, `headstart extract` of {n:,} images (default backend): {pss:.0f} MiB PSS for the "
-                  f"whole job (main + workers); main process peak RSS {rss:.0f} MiB")
+            print()
+            for backend in ("auto", "torch"):
+                pss, rss = peak_memory_mb(d, tmp / f"rss-out{n}-{backend}", backend)
+                print(f"peak memory, `headstart extract --backend {backend}` of {n:,} images: {pss:.0f} MiB PSS for "
+                      f"the whole job (main + workers); main process peak RSS {rss:.0f} MiB")
 
 
 def head_speedup(tmp: Path, n_train: int) -> None:

@@ -56,9 +56,9 @@ def elpv_paths(n: int) -> list[Path]:
 
 # -- the three contenders -----------------------------------------------------------------------------------
 
-def run_seed(paths: list[Path]) -> float:
+def run_seed(paths: list[Path], name: str = "lite0", weights: str | None = "imagenet") -> float:
     """The seed's pattern: one image at a time, resized straight to 224×224, no batching."""
-    model = create_model("lite0", include_top=False, pooling="avg").eval()
+    model = create_model(name, include_top=False, pooling="avg", weights=weights).eval()
     mean, std = np.array(model.preprocessing.mean), np.array(model.preprocessing.std)
     t = time.perf_counter()
     with torch.no_grad():
@@ -80,12 +80,12 @@ class _Files(torch.utils.data.Dataset):
         return self.transform(Image.open(self.paths[i]).convert("RGB"))
 
 
-def run_plain(paths: list[Path]) -> float:
+def run_plain(paths: list[Path], timm_name: str = "tf_efficientnet_lite0") -> float:
     """What a user writes from timm's docs: timm model + timm transform + DataLoader."""
     import timm
     from timm.data import create_transform, resolve_data_config
 
-    model = timm.create_model("tf_efficientnet_lite0", num_classes=0).eval()
+    model = timm.create_model(timm_name, num_classes=0).eval()
     transform = create_transform(**resolve_data_config({}, model=model))
     loader = torch.utils.data.DataLoader(_Files(paths, transform), batch_size=32, num_workers=2)
     t = time.perf_counter()
@@ -140,14 +140,14 @@ def _tree_pss_kb(pid: int) -> int:
     return total
 
 
-def peak_memory_mb(paths_dir: Path, out: Path) -> tuple[float, float]:
+def peak_memory_mb(paths_dir: Path, out: Path, backend: str = "auto") -> tuple[float, float]:
     """(peak PSS of the whole job: main + worker processes, peak RSS of the main process), MiB, sampled from /proc.
 
     ru_maxrss is not used: it survives exec, so a child started from a large benchmark process reports the
     parent's size.
     """
-    code = "import headstart, sys; headstart.extract(sys.argv[1], sys.argv[2], progress=False)"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(paths_dir), str(out)])
+    code = "import headstart, sys; headstart.extract(sys.argv[1], sys.argv[2], progress=False, backend=sys.argv[3])"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(paths_dir), str(out), backend])
     peak_pss, peak_rss = 0, 0
     while proc.poll() is None:
         try:
