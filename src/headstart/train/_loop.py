@@ -78,41 +78,28 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     """
     device = device or torch.device("cpu")
     module.to(device)
-    # foreach: one fused update over all tensors instead of a Python loop per tensor (much faster on CPU)
-    opt = torch.optim.AdamW(param_groups, weight_decay=weight_decay, foreach=True)
     steps_per_epoch = max(1, len(train_loader))
-    total, warm = epochs * steps_per_epoch, max(1, int(warmup_epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    opt, sched = _optimizer(param_groups, weight_decay, epochs * steps_per_epoch,
+                            max(1, int(warmup_epochs * steps_per_epoch)))
     cw = class_weights.to(device) if class_weights is not None else None
     loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
-    hist, best_state, best_key, bad = History(), None, None, 0
-    last_epoch_seconds, start_epoch, finished = 0.0, 0, False
-    t0 = time.perf_counter()
     ckpt = current_checkpoints()
     generator = getattr(train_loader, "generator", None)
     restored = ckpt.restore(desc, module, opt, sched, generator) if ckpt is not None else None
-    if restored is not None:  # --resume: continue after the last finished epoch
-        st, best_state = restored
-        hist = History(**st["history"])
-        best_key = tuple(st["best_key"]) if st["best_key"] is not None else None
-        bad, last_epoch_seconds, finished = st["bad"], st["last_epoch_seconds"], st["finished"]
-        start_epoch, t0 = st["epoch"] + 1, t0 - hist.seconds
+    run = _Run.from_checkpoint(*restored) if restored is not None else _Run()  # --resume: after the last epoch
+    t0 = time.perf_counter() - run.hist.seconds
 
     def checkpoint(epoch: int, done: bool) -> None:
         if ckpt is not None:
-            hist.seconds = time.perf_counter() - t0
-            ckpt.save(desc, module, opt, sched, best_state, generator, {
-                "epoch": epoch, "history": hist.to_dict(), "best_key": best_key, "bad": bad,
-                "last_epoch_seconds": last_epoch_seconds, "finished": done})
+            run.hist.seconds = time.perf_counter() - t0
+            ckpt.save(desc, module, opt, sched, run.best_state, generator, run.to_checkpoint(epoch, done))
 
+    hist = run.hist
     with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
-        for epoch in range(start_epoch, epochs):
-            if finished:
-                break
+        for epoch in range(run.start_epoch, epochs if not run.finished else 0):
             epoch_start = time.perf_counter()
-            if deadline is not None and hist.val_acc and epoch_start + last_epoch_seconds > deadline:
+            if deadline is not None and hist.val_acc and epoch_start + run.last_epoch_seconds > deadline:
                 hist.stopped_early = True  # the next epoch would not finish within the budget
                 break
             if on_epoch is not None:
@@ -120,26 +107,59 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
             tloss, tacc = _train_epoch(module, train_loader, opt, sched, loss_fn, device, deadline,
                                        lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None))
             vloss, vacc, _ = evaluate_loader(module, val_loader, device, eval_loss)
-            last_epoch_seconds = time.perf_counter() - epoch_start
-            hist.train_loss.append(tloss)
-            hist.train_acc.append(tacc)
-            hist.val_loss.append(vloss)
-            hist.val_acc.append(vacc)
-            key = (vacc, -vloss)
-            if best_key is None or key > best_key:
-                best_key, bad, hist.best_epoch = key, 0, epoch
-                best_state = copy.deepcopy(module.state_dict())
-            else:
-                bad += 1
-            if bad >= patience or (deadline is not None and time.perf_counter() > deadline):
+            run.last_epoch_seconds = time.perf_counter() - epoch_start
+            run.record(module, epoch, tloss, tacc, vloss, vacc)
+            if run.bad >= patience or (deadline is not None and time.perf_counter() > deadline):
                 hist.stopped_early = epoch < epochs - 1
                 checkpoint(epoch, True)
                 break
             checkpoint(epoch, epoch == epochs - 1)
-    if best_state is not None:
-        module.load_state_dict(best_state)
+    if run.best_state is not None:
+        module.load_state_dict(run.best_state)
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def _optimizer(param_groups: list[dict], weight_decay: float, total: int, warm: int):
+    """AdamW with linear warm-up over ``warm`` steps, then cosine decay to 0 at ``total``."""
+    # foreach: one fused update over all tensors instead of a Python loop per tensor (much faster on CPU)
+    opt = torch.optim.AdamW(param_groups, weight_decay=weight_decay, foreach=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    return opt, sched
+
+
+@dataclass
+class _Run:
+    """The state of one training loop besides the weights and optimizer: what a checkpoint must bring back."""
+
+    hist: History = field(default_factory=History)
+    best_state: dict | None = None
+    best_key: tuple | None = None
+    bad: int = 0  # epochs since the best one (early stopping)
+    last_epoch_seconds: float = 0.0
+    start_epoch: int = 0
+    finished: bool = False
+
+    def record(self, module: nn.Module, epoch: int, tloss: float, tacc: float, vloss: float, vacc: float) -> None:
+        for name, value in (("train_loss", tloss), ("train_acc", tacc), ("val_loss", vloss), ("val_acc", vacc)):
+            getattr(self.hist, name).append(value)
+        key = (vacc, -vloss)
+        if self.best_key is None or key > self.best_key:
+            self.best_key, self.bad, self.hist.best_epoch = key, 0, epoch
+            self.best_state = copy.deepcopy(module.state_dict())
+        else:
+            self.bad += 1
+
+    def to_checkpoint(self, epoch: int, done: bool) -> dict:
+        return {"epoch": epoch, "history": self.hist.to_dict(), "best_key": self.best_key, "bad": self.bad,
+                "last_epoch_seconds": self.last_epoch_seconds, "finished": done}
+
+    @classmethod
+    def from_checkpoint(cls, st: dict, best_state: dict | None) -> "_Run":
+        return cls(History(**st["history"]), best_state,
+                   tuple(st["best_key"]) if st["best_key"] is not None else None, st["bad"],
+                   st["last_epoch_seconds"], st["epoch"] + 1, st["finished"])
 
 
 def _train_epoch(module: nn.Module, loader, opt, sched, loss_fn, device: torch.device, deadline: float | None,
