@@ -193,3 +193,15 @@ def test_device_jpeg_decoding_matches_pillow_path(tmp_path, image_folder):
     assert cos.min() > 0.99
     assert [i[3] is None for _, _, infos in dev for i in infos] == [True] * 5 + [False]
     assert [i[:3] for _, _, infos in ref for i in infos] == [i[:3] for _, _, infos in dev for i in infos]
+
+
+def test_cache_command_shows_and_clears(tmp_path, image_folder, capsys):
+    headstart.extract(image_folder, tmp_path / "s", backend="onnxruntime", **TINY)
+    assert main(["cache"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == {"weights", "activations", "onnx"} and " 2 files" in lines["onnx"]
+    assert main(["cache", "--clear", "onnx"]) == 0
+    assert "removed onnx: 2 files" in capsys.readouterr().out
+    assert not (Path(headstart.weights.headstart_home()) / "onnx").exists()
+    with pytest.raises(SystemExit):
+        main(["cache", "--clear", "everything"])

@@ -216,6 +216,10 @@ def test_resumed_fit_equals_an_uninterrupted_one(tmp_path):
         _toy_fit(tmp_path / "b", resume=False, stop_at=3)
     saved = json.loads((tmp_path / "b" / ".checkpoints" / "toy.json").read_text())
     assert saved["epoch"] == 2 and len(saved["history"]["val_acc"]) == 3
+    from headstart.train._checkpoint import Checkpoints
+
+    # auto's budget counts the interrupted run's training time
+    assert Checkpoints.open(tmp_path / "b", {"toy": 1}, True).spent() == saved["history"]["seconds"] > 0
     with pytest.raises(headstart.HeadstartError, match="--resume"):  # never silently starts over
         _toy_fit(tmp_path / "b", resume=False)
     resumed, hist = _toy_fit(tmp_path / "b", resume=True)

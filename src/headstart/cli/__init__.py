@@ -14,11 +14,11 @@ import sys
 from typing import Sequence
 
 from ..errors import HeadstartError
-from . import _classify, _data, _export, _extract, _models, _predict, _summary, _train
+from . import _cache, _classify, _data, _export, _extract, _models, _predict, _summary, _train
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (_models, _summary, _classify, _extract, _data, _train, _predict, _export)
+_COMMANDS = (_models, _summary, _classify, _extract, _data, _train, _predict, _export, _cache)
 
 EPILOG = """examples:
   headstart models                                  # what is available, and usable offline now
@@ -29,6 +29,7 @@ EPILOG = """examples:
   headstart train data/elpv --out runs/elpv         # auto: tries 4 strategies, keeps the best
   headstart predict runs/elpv cell.png              # use the trained model
   headstart export runs/elpv                        # ONNX file, parity-checked; predict then uses it
+  headstart cache --clear activations onnx          # sizes of / clearing $HEADSTART_HOME
 
 exit codes: 0 ok, 1 some inputs failed (others processed), 2 bad arguments, 3 cannot write output (disk full,
 read-only, permission), 130 interrupted.

@@ -69,6 +69,13 @@ class Checkpoints:
             atomic_write_json(run, {"format": _FORMAT, "key": key, "fingerprint": fingerprint})
         return cls(root, resume)
 
+    def spent(self) -> float:
+        """Seconds the training loops of the interrupted run had already used (so `auto` keeps to its budget)."""
+        if not self.resume:
+            return 0.0
+        return sum(json.loads(p.read_text())["history"]["seconds"] for p in self.root.glob("*.json")
+                   if p.name != "run.json")
+
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 

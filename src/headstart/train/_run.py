@@ -26,6 +26,7 @@ from ..errors import HeadstartError
 from ..evaluate import evaluate_items, plot_confusion_matrix, plot_training_curves
 from ..models import HeadstartModel, create_model
 from ._checkpoint import Checkpoints, checkpointing
+from ._checkpoint import current as current_checkpoints
 from ._strategies import STRATEGIES, StrategyResult, TrainConfig, run_strategy
 
 __all__ = ["train", "TrainResult", "TrainedModel", "load", "choose_winner"]
@@ -90,11 +91,12 @@ def _run_strategies(splits: Splits, config: TrainConfig, progress: bool, say) ->
     if config.strategy != "auto":
         return [run_strategy(config.strategy, splits, config, progress)]
     start = time.perf_counter()
-    deadline = start + config.budget
+    ckpt = current_checkpoints()
+    deadline = start + config.budget - (ckpt.spent() if ckpt is not None else 0.0)  # a resumed run keeps its budget
     results = []
     for name in STRATEGIES:
         left = deadline - time.perf_counter()
-        if left <= 0:
+        if left <= 0 and results:  # the first strategy always runs: auto must return a model
             say(f"auto: budget of {config.budget:.0f} s spent; skipping {name}")
             continue
         say(f"auto: {name} ({left:.0f} s of budget left)")
