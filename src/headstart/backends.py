@@ -284,16 +284,15 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
     if backend not in BACKENDS:
         raise HeadstartError(f"backend must be one of {', '.join(BACKENDS)}; received {backend!r}.")
     dev = resolve_device(device)
-    say = say or _logger.info
     if backend == "torch" or (backend == "auto" and dev.type != "cpu"):
         why = "requested" if backend == "torch" else f"{dev.type} device"
         return TorchFn(module, dev, compile=compile), BackendInfo("torch", str(dev), why)
     if dev.type != "cpu":
         raise HeadstartError(f"backend 'onnxruntime' runs on the CPU; received device {str(dev)!r}. "
                              f"Use --device cpu, or --backend torch on the GPU.")
-    fallback = None
+    fallback, quiet = None, False
     if not onnxruntime_available():
-        fallback = "onnxruntime is not installed (pip install 'headstart[onnx]')"
+        fallback, quiet = "onnxruntime is not installed (pip install 'headstart[onnx]')", True
     else:
         from .weights import headstart_home
 
@@ -314,11 +313,13 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
             if backend == "onnxruntime" or speed.get("onnxruntime", 0) >= speed.get("torch", 0):
                 info.reason = "requested" if backend == "onnxruntime" else "faster on this CPU"
                 return OrtFn(path), info
-            fallback = (f"onnxruntime measured slower for this model ({speed.get('onnxruntime')} vs "
-                        f"{speed.get('torch')} img/s)")
+            fallback, quiet = (f"onnxruntime measured slower for this model ({speed.get('onnxruntime')} vs "
+                               f"{speed.get('torch')} img/s)"), True
     if backend == "onnxruntime":
         raise HeadstartError(f"backend 'onnxruntime' cannot be used: {fallback}. Use --backend torch or auto.")
-    say(f"Using PyTorch: {fallback}.")
+    # A failed export or parity check is worth a warning; a missing optional package or a slower measurement is
+    # the expected case on some machines (shown with -v).
+    (say or (_logger.info if quiet else _logger.warning))(f"Using PyTorch: {fallback}.")
     return TorchFn(module, dev, compile=compile), BackendInfo("torch", "cpu", fallback)
 
 

@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
                "  headstart extract photos/ --out feats/                      # pooled Lite0 features, 1280 each\n"
                "  headstart extract photos/ --model vgg16 --layer fc2 --out vgg_fc2/   # the seed's 4096 numbers\n"
                "  headstart extract list.csv --layer block5_pool --pooling none --model vgg16 --out maps/\n"
-               "  headstart extract --model vgg16 --layer list                 # valid layer names and shapes\n\n"
+               "  headstart extract --model vgg16 --layer list                 # valid layer names and shapes\n"
+               "  headstart -v extract photos/ --out f/ --backend torch          # force PyTorch; -v logs the choice\n"
+               "  headstart extract photos/ --out f/ --device cuda --gpu-decode  # GPU: bf16, nvJPEG decoding\n\n"
                "SOURCE: a folder (recursive; class subfolders become labels), a CSV with a 'path' column and an\n"
                "optional 'label' column, or image files. Unreadable images are listed in skipped.csv; the exit\n"
                "code is 1 only if no image at all could be extracted.",

@@ -272,8 +272,12 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
 def _backend_for(fm: FeatureModel, config: ExtractConfig):
     from ..backends import prepare
 
-    return prepare(fm.as_module(), (3, *fm.model.input_size), backend=config.backend, device=config.device,
-                   compile=config.compile, say=_logger.warning)
+    fn, info = prepare(fm.as_module(), (3, *fm.model.input_size), backend=config.backend, device=config.device,
+                       compile=config.compile)
+    parity = f", parity {info.parity:.1e}" if info.parity is not None else ""
+    _logger.info("backend: %s on %s (%s%s; single-threaded img/s %s)", info.name, info.device, info.reason, parity,
+                 info.speed or "not measured")
+    return fn, info
 
 
 def _batch_size(fn: Callable, fm: FeatureModel) -> int:
