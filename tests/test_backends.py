@@ -144,6 +144,9 @@ def test_export_run_then_predict_uses_it_and_refuses_a_tampered_file(run_dir, ca
     assert main(["predict", str(run), images[0], "--backend", "onnxruntime"]) == 2
     assert "checksum mismatch" in capsys.readouterr().err
     assert main(["predict", str(run), images[0], "--backend", "torch"]) == 0  # the safetensors model still works
+    train(data, run, strategy="head", model="test_efficientnet", weights=None, input_shape=(64, 64, 3), epochs=2,
+          workers=0, progress=False)  # retraining into the folder retires the old export
+    assert not (run / "model.onnx").exists() and main(["predict", str(run), images[0]]) == 0
 
 
 def test_classify_files_on_onnxruntime_matches_torch(tmp_path, image_folder):

@@ -119,6 +119,8 @@ def _save(out: Path, winner: StrategyResult, results: Sequence[StrategyResult], 
         tmp.replace(out / "model.safetensors")
     finally:  # a failed write (disk full) leaves the previous model.safetensors, and no stray temporary file
         tmp.unlink(missing_ok=True)
+    for stale in ("model.onnx", "model.onnx.json"):  # an export of the previous model in this folder
+        (out / stale).unlink(missing_ok=True)
     atomic_write_json(out / "config.json", {
         "format": FORMAT, "model": model.config.to_dict(), "class_names": model.class_names,
         "preprocessing": model.preprocessing.to_dict(), "strategy": winner.name, "headstart_version": __version__})
