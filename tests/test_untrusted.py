@@ -183,3 +183,16 @@ def test_argument_types_are_checked_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and "expected an integer" in capsys.readouterr().err
+
+
+def test_closed_pipe_is_quiet_not_a_file_system_error():
+    """`headstart ... | head`: BrokenPipeError is an OSError, but it is not a disk problem (exit 1, nothing said)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import headstart.cli._models as m\n"
+            "def run(args): raise BrokenPipeError(32, 'Broken pipe')\n"
+            "m.run = run\n"
+            "from headstart.cli import main; sys.exit(main(['models']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr == "", r.stderr

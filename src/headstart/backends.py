@@ -27,8 +27,9 @@ import torch
 
 from ._io import atomic_write_bytes, atomic_write_json
 from .errors import HeadstartError
+from .weights import headstart_home, sha256_file
 
-__all__ = ["BACKENDS", "PARITY_TOL", "BackendInfo", "TorchFn", "OrtFn", "prepare", "export_onnx",
+__all__ = ["BACKENDS", "PARITY_TOL", "BackendInfo", "TorchFn", "OrtFn", "prepare", "export_onnx", "batch_size_for",
            "onnxruntime_available", "resolve_device"]
 
 _logger = logging.getLogger(__name__)
@@ -161,8 +162,8 @@ def export_onnx(module: torch.nn.Module, input_size: tuple[int, int, int], path:
                 ) -> dict[str, Any]:
     """Export ``module`` (dynamic batch size) to ``path`` atomically and check it against PyTorch.
 
-    Returns the record written next to it (``<path>.json``): parity, input size, versions, the module's key and
-    the file's SHA-256 (checked before every later use). Raises
+    Returns the record written next to it (``<path>.json``): parity, input size, versions, the module's key, the
+    file's SHA-256 (checked before every later use) and both backends' single-threaded speed. Raises
     :class:`HeadstartError` when the export fails or parity exceeds :data:`PARITY_TOL` (nothing is kept then).
     """
     import onnxruntime as ort
@@ -193,11 +194,12 @@ def export_onnx(module: torch.nn.Module, input_size: tuple[int, int, int], path:
                              f"(allowed {PARITY_TOL:.0e})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"format": _FORMAT, "key": module_key(module, input_size), "parity": parity, "parity_tolerance": PARITY_TOL, "input_size": list(input_size),
+    record: dict[str, Any] = {"format": _FORMAT, "key": module_key(module, input_size), "parity": parity, "parity_tolerance": PARITY_TOL, "input_size": list(input_size),
               "output_shape": list(ref.shape[1:]), "opset": OPSET, "torch": torch.__version__,
               "onnxruntime": ort.__version__, "sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_bytes(path, data)
-    atomic_write_json(record_path(path), record)
+    record["speed"] = _measure(module, path, input_size)
+    atomic_write_json(record_path(path), record)  # last: a file without its record is never used
     return record
 
 
@@ -214,7 +216,7 @@ def check_export(onnx_path: str | os.PathLike, module: torch.nn.Module, input_si
     except (OSError, ValueError) as exc:
         raise HeadstartError(f"{path}: its record {record_path(path).name} is missing or unreadable ({exc}). "
                              f"Export again (`headstart export RUN --format onnx`).") from exc
-    if record.get("format") != _FORMAT or record.get("sha256") != _sha256(path):
+    if record.get("format") != _FORMAT or record.get("sha256") != sha256_file(path):
         raise HeadstartError(f"{path}: checksum mismatch with {record_path(path).name}; the file was changed after "
                              f"export and is refused. Export again (`headstart export RUN --format onnx`).")
     if record.get("key") != module_key(module, input_size):
@@ -255,16 +257,7 @@ def _cached_export(module: torch.nn.Module, input_size: tuple[int, int, int], ca
         except HeadstartError:  # a cached file edited or truncated since export is exported again, never trusted
             pass
     _logger.info("exporting %s to ONNX (once; cached in %s)", type(module).__name__, cache_dir)
-    record = export_onnx(module, input_size, path)
-    record["speed"] = _measure(module, path, input_size)
-    atomic_write_json(record_path(path), record)
-    return path, record
-
-
-def _sha256(path: Path) -> str:
-    from .weights import sha256_file
-
-    return sha256_file(path)
+    return path, export_onnx(module, input_size, path)
 
 
 def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backend: str = "auto",
@@ -294,8 +287,6 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
     if not onnxruntime_available():
         fallback, quiet = "onnxruntime is not installed (pip install 'headstart[onnx]')", True
     else:
-        from .weights import headstart_home
-
         cache = Path(cache_dir) if cache_dir else headstart_home() / "onnx"
         try:
             if onnx is not None:
@@ -321,6 +312,14 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
     # the expected case on some machines (shown with -v).
     (say or (_logger.info if quiet else _logger.warning))(f"Using PyTorch: {fallback}.")
     return TorchFn(module, dev, compile=compile), BackendInfo("torch", "cpu", fallback)
+
+
+def batch_size_for(fn: Callable, input_size: tuple[int, int, int], cpu: int) -> int:
+    """``cpu`` for a backend that runs in the CPU workers (small batches run fastest single-threaded); on a GPU,
+    at least that and as large as its memory allows."""
+    if fn.runs_in_workers:
+        return cpu
+    return max(cpu, gpu_batch_size(fn, input_size))
 
 
 def gpu_batch_size(fn: TorchFn, input_size: tuple[int, int, int], *, start: int = 32, limit: int = 1024,

@@ -48,11 +48,10 @@ def classify(images: Sequence[ImageInput], model: str | HeadstartModel = "lite0"
             raise HeadstartError(f"{name} must be an integer ≥ 1; received {value!r}.")
     if isinstance(model, str):
         model = create_model(model)
-    if not model.has_classifier:
-        model.classify([])  # raises the explanation (no classes with include_top=False)
+    model.require_classifier()
     if images and all(isinstance(im, (str, os.PathLike)) for im in images):
-        return _classify_files([os.fspath(im) for im in images], model, top, batch_size,
-                               dict(backend=backend, device=device, workers=workers, onnx=onnx))
+        return _classify_files([os.fspath(im) for im in images], model, top, batch_size, backend=backend,
+                               device=device, workers=workers, onnx=onnx)
     results = [ClassifyResult(path=str(im) if not hasattr(im, "shape") and not hasattr(im, "mode")
                               else f"<image {i}>") for i, im in enumerate(images)]
     good: list[tuple[int, Any]] = []
@@ -68,15 +67,16 @@ def classify(images: Sequence[ImageInput], model: str | HeadstartModel = "lite0"
     return results
 
 
-def _classify_files(paths: list[str], model: HeadstartModel, top: int, batch_size: int, run: dict[str, Any]
-                    ) -> list[ClassifyResult]:
+def _classify_files(paths: list[str], model: HeadstartModel, top: int, batch_size: int, *, workers: int | None,
+                    **backend: Any) -> list[ClassifyResult]:
+    """Files through predict_items (parallel decode + inference); no more workers than batches."""
     from .data import Item
     from .evaluate import predict_items
 
     n_batches = -(-len(paths) // batch_size)
-    workers = run.pop("workers")
     workers = min(default_workers() if workers is None else workers, n_batches)
-    probs, errors = predict_items(model, [Item(p, "") for p in paths], batch_size=batch_size, workers=workers, **run)
+    probs, errors = predict_items(model, [Item(p, "") for p in paths], batch_size=batch_size, workers=workers,
+                                  **backend)
     k = min(top, probs.shape[1])
     results = []
     for path, p, err in zip(paths, probs, errors):

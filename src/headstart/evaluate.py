@@ -31,15 +31,12 @@ def predict_items(model, items: Sequence[Item], *, batch_size: int = 8, workers:
 
     ``backend``/``device``/``onnx``: see :func:`headstart.backends.prepare`.
     """
-    from .backends import prepare
+    from .backends import batch_size_for, prepare
 
     model.eval()
-    fn, _ = prepare(_Probabilities(model), (3, *model.input_size), backend=backend, device=device,
-                    onnx=onnx)
-    if not getattr(fn, "runs_in_workers", True):  # a GPU: batches as large as its memory allows
-        from .backends import gpu_batch_size
-
-        batch_size = max(batch_size, gpu_batch_size(fn, (3, *model.input_size)))
+    size = (3, *model.input_size)
+    fn, _ = prepare(_Probabilities(model), size, backend=backend, device=device, onnx=onnx)
+    batch_size = batch_size_for(fn, size, batch_size)
     batches = [list(range(i, min(i + batch_size, len(items)))) for i in range(0, len(items), batch_size)]
     probs = np.full((len(items), len(model.class_names)), np.nan, np.float32)
     errors: list[str | None] = [None] * len(items)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .backends import _measure, export_onnx, onnxruntime_available, record_path
+from .backends import export_onnx, onnxruntime_available
 from .errors import HeadstartError
 
 __all__ = ["FORMATS", "export_run"]
@@ -21,7 +21,7 @@ ONNX_NAME = "model.onnx"
 
 
 def export_run(run_dir: str | os.PathLike, *, format: str = "onnx", out: str | os.PathLike | None = None
-           ) -> dict[str, Any]:
+               ) -> dict[str, Any]:
     """Export the trained run in ``run_dir``; returns the record (path, parity, input size, speed).
 
     ``out`` defaults to ``RUN/model.onnx``, the place ``predict`` looks for it.
@@ -38,9 +38,4 @@ def export_run(run_dir: str | os.PathLike, *, format: str = "onnx", out: str | o
     module = _Probabilities(run.model).eval()
     input_size = (3, *run.model.input_size)
     path = Path(out) if out is not None else Path(run_dir) / ONNX_NAME
-    record = export_onnx(module, input_size, path)
-    record["speed"] = _measure(module, path, input_size)
-    from ._io import atomic_write_json
-
-    atomic_write_json(record_path(path), record)
-    return {"path": str(path), **record}
+    return {"path": str(path), **export_onnx(module, input_size, path)}

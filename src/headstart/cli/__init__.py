@@ -32,7 +32,7 @@ EPILOG = """examples:
   headstart cache --clear activations onnx          # sizes of / clearing $HEADSTART_HOME
 
 exit codes: 0 ok, 1 some inputs failed (others processed), 2 bad arguments, 3 cannot write output (disk full,
-read-only, permission), 130 interrupted.
+read-only, permission), 70 internal error (a bug; -v shows the traceback), 130 interrupted.
 Run `headstart COMMAND --help` for each command's options and examples."""
 
 
@@ -73,9 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeadstartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # where an output could not be written: say which file and why, no traceback
+    except BrokenPipeError:  # `headstart ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # the file system refused (disk full, read-only): which file, why, how to fix
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write output{where}: {exc.strerror or exc}. "
+        what = "cannot write output" if exc.errno in _OS_HINTS else "file system error"
+        print(f"error: {what}{where}: {exc.strerror or exc}. "
               f"{_OS_HINTS.get(exc.errno, '')}Files written before are intact; an interrupted extract or train "
               f"continues where it stopped once the problem is fixed.", file=sys.stderr)
         return 3
@@ -88,6 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}). This is a bug in headstart; "
               f"rerun with -v for the traceback and report it. Finished outputs are intact.", file=sys.stderr)
         return 70
-    except BrokenPipeError:  # `headstart ... | head`: the reader left; say nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1

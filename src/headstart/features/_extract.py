@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data import Item, read_image_file, read_source
 from ..errors import HeadstartError, ImageLoadError
 from ..models import get_spec
+from ..backends import batch_size_for
 from ..weights import sha256_file
 from ._device_decode import decode_batch, read_raw_jpeg
 from ._model import FeatureModel
@@ -147,15 +148,12 @@ def batch_loader(items: Sequence[Item], transform: Callable, fn: Callable | None
     On the CPU ``fn`` (a backend from :func:`headstart.backends.prepare`) runs inside the worker processes,
     single-threaded; on a GPU (``fn.runs_in_workers`` false) the workers decode into pinned memory and the main
     process runs ``fn`` while they decode the next batches. ``device_decode`` (a tensor transform; main-process
-    ``fn`` only) makes the workers send JPEGs undecoded and decodes them on ``fn.device``.
+    ``fn`` only; extract checks that) makes the workers send JPEGs undecoded and decodes them on ``fn.device``.
     """
     workers = default_workers() if workers is None else workers
     in_workers = fn is None or getattr(fn, "runs_in_workers", True)
     # Workers are forked after the parent has used OpenMP; a forked child that enters an OpenMP parallel region
     # can deadlock, so each worker runs single-threaded (one network per core is the fast layout anyway).
-    if device_decode is not None and in_workers:
-        raise HeadstartError("Decoding on the device needs a backend that runs in this process (a GPU, or "
-                             "--backend torch with the network on the device); received a worker backend.")
     ds = _Batches(items, transform, draft, fn, raw_jpeg=device_decode is not None)
     loader = DataLoader(ds, batch_sampler=batches, num_workers=workers,
                         collate_fn=_identity, worker_init_fn=_WorkerInit(1), prefetch_factor=2 if workers else None,
@@ -254,7 +252,10 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
         return cached
     fm = feature_model_for(config)
     fn, info = _backend_for(fm, config)
-    config = replace(config, batch_size=config.batch_size or _batch_size(fn, fm))
+    if config.gpu_decode and fn.runs_in_workers:
+        raise HeadstartError("--gpu-decode needs the network on a GPU (--device cuda); this run uses "
+                             f"{info.name} on the CPU workers.")
+    config = replace(config, batch_size=config.batch_size or batch_size_for(fn, (3, *fm.model.input_size), 4))
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     writer = StoreWriter(out, fingerprint, len(items), fm.feature_shape, config.dtype, config.batch_size,
                          config.chunk_batches, created)
@@ -280,14 +281,6 @@ def _backend_for(fm: FeatureModel, config: ExtractConfig):
     return fn, info
 
 
-def _batch_size(fn: Callable, fm: FeatureModel) -> int:
-    if getattr(fn, "runs_in_workers", True):
-        return 4
-    from ..backends import gpu_batch_size
-
-    return gpu_batch_size(fn, (3, *fm.model.input_size))
-
-
 def _run(fm: FeatureModel, fn: Callable, items: Sequence[Item], writer: StoreWriter, config: ExtractConfig,
          progress: bool) -> ExtractStats:
     done = writer.done_chunks()
@@ -305,9 +298,6 @@ def _run(fm: FeatureModel, fn: Callable, items: Sequence[Item], writer: StoreWri
         return stats
     draft = (DRAFT_FACTOR * min(fm.preprocessing.resize_size),) * 2 if config.draft else None
     device_decode = fm.preprocessing.tensor_transform() if config.gpu_decode else None
-    if config.gpu_decode and getattr(fn, "runs_in_workers", True):
-        raise HeadstartError("--gpu-decode needs the network on a GPU (--device cuda); this run uses "
-                             f"{type(fn).__name__} on the CPU workers.")
     loader = batch_loader(items, fm.preprocessing.transform(), fn, batches, workers=config.workers, draft=draft,
                           device_decode=device_decode)
     np_dtype = np.dtype(config.dtype)

@@ -176,6 +176,13 @@ class HeadstartModel(nn.Module):
         return table
 
     # -- classification --------------------------------------------------------------------------------------
+    def require_classifier(self) -> None:
+        """Raise, with the fix, if this model has no classes to predict."""
+        if not self.has_classifier:
+            raise HeadstartError(
+                f"Model {self.config.name!r} was created with include_top=False and no head, so it has no classes "
+                f"to predict. Use include_top=True (ImageNet labels) or a trained model (headstart.load).")
+
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Images (paths, PIL images or arrays) → a normalized batch tensor for this model."""
         transform = self.preprocessing.transform()
@@ -185,10 +192,7 @@ class HeadstartModel(nn.Module):
     def classify(self, images: ImageInput | Sequence[ImageInput], top: int = 5,
                  batch_size: int = 16) -> list[list[Prediction]]:
         """Top-``top`` labels with probabilities for each image (the seed's first usage pattern)."""
-        if not self.has_classifier:
-            raise HeadstartError(
-                f"Model {self.config.name!r} was created with include_top=False and no head, so it has no classes "
-                f"to predict. Use include_top=True (ImageNet labels) or a trained model (headstart.load).")
+        self.require_classifier()
         if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
             images = [images]
         was_training = self.training

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .._io import atomic_write_json, fsync_dir
+from .._io import atomic_write_json, atomic_write_safetensors, fsync_dir
 from ..errors import HeadstartError
 
 __all__ = ["Checkpoints", "checkpointing", "current", "CHECKPOINT_DIR"]
@@ -92,10 +92,8 @@ class Checkpoints:
         tensors["rng.torch"] = torch.get_rng_state()
         if generator is not None:
             tensors["rng.loader"] = generator.get_state()
-        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
-        tmp = self.root / f".{name}.safetensors.tmp"
-        save_file(tensors, str(tmp), metadata={"format": _FORMAT})
-        tmp.replace(self.root / f"{name}.safetensors")
+        tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}  # clone: no shared storage
+        atomic_write_safetensors(self.root / f"{name}.safetensors", tensors, {"format": _FORMAT})
         sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
         atomic_write_json(self.root / f"{name}.json", {
             "format": _FORMAT, **state, "param_groups": osd["param_groups"], "scheduler": sched_state,

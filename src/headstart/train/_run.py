@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .._io import atomic_write_json, atomic_write_text
+from .._io import atomic_write_json, atomic_write_safetensors, atomic_write_text
 from ..classify import ClassifyResult, classify
 from ..data import ImageInput, Preprocessing, Splits, read_source
 from ..data._dataset import load_splits
@@ -112,13 +112,8 @@ def _save(out: Path, winner: StrategyResult, results: Sequence[StrategyResult], 
     from .. import __version__
 
     model = winner.model
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    tmp = out / ".model.safetensors.tmp"
-    try:
-        save_file(state, str(tmp), metadata={"format": FORMAT})
-        tmp.replace(out / "model.safetensors")
-    finally:  # a failed write (disk full) leaves the previous model.safetensors, and no stray temporary file
-        tmp.unlink(missing_ok=True)
+    # Atomic: a failed write (disk full) leaves the previous model.safetensors and no stray temporary file.
+    atomic_write_safetensors(out / "model.safetensors", model.state_dict(), {"format": FORMAT})
     for stale in ("model.onnx", "model.onnx.json"):  # an export of the previous model in this folder
         (out / stale).unlink(missing_ok=True)
     atomic_write_json(out / "config.json", {
