@@ -25,9 +25,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._io import atomic_write_bytes, atomic_write_json
+from .atomic import atomic_write_bytes, atomic_write_json
 from .errors import HeadstartError
-from .weights import headstart_home, sha256_file
+from .home import onnx_dir
+from .weights import sha256_file
 
 __all__ = ["BACKENDS", "PARITY_TOL", "BackendInfo", "TorchFn", "OrtFn", "prepare", "export_onnx", "batch_size_for",
            "onnxruntime_available", "resolve_device"]
@@ -287,7 +288,7 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
     if not onnxruntime_available():
         fallback, quiet = "onnxruntime is not installed (pip install 'headstart[onnx]')", True
     else:
-        cache = Path(cache_dir) if cache_dir else headstart_home() / "onnx"
+        cache = Path(cache_dir) if cache_dir else onnx_dir()
         try:
             if onnx is not None:
                 path, record = Path(onnx), check_export(onnx, module, input_size)

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HeadstartError
-from .weights import headstart_home
+from .home import PARTS as _LAYOUT
+from .home import part_dir
 
 __all__ = ["PARTS", "CacheEntry", "cache_info", "clear_cache"]
 
-PARTS = {"weights": "downloaded ImageNet weights", "activations": "cached activations (train)",
-         "onnx": "ONNX exports (onnxruntime backend)"}
-_DIRS = {"weights": "weights", "activations": "cache", "onnx": "onnx"}
+PARTS = {part: what for part, (_, what) in _LAYOUT.items()}
 
 
 @dataclass
@@ -29,8 +28,8 @@ class CacheEntry:
 
 def cache_info() -> list[CacheEntry]:
     out = []
-    for part, sub in _DIRS.items():
-        root = headstart_home() / sub
+    for part in PARTS:
+        root = part_dir(part)
         files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
         out.append(CacheEntry(part, root, len(files), sum(p.stat().st_size for p in files)))
     return out

@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .errors import HeadstartError
+from .errors import ConfigError, HeadstartError
 
 __all__ = ["ConfigError", "read_config", "config_from_dict"]
 
@@ -26,9 +26,6 @@ __all__ = ["ConfigError", "read_config", "config_from_dict"]
 RECORD_KEYS = frozenset({"data", "split_counts", "classes"})
 MAX_BYTES = 1 << 20  # a configuration is a few hundred bytes; refuse to parse anything huge
 
-
-class ConfigError(HeadstartError, ValueError):
-    """A configuration file that cannot be used: unreadable, not JSON/TOML, unknown keys, wrong types."""
 
 
 def read_config(path: str | os.PathLike, cls: type) -> dict[str, Any]:

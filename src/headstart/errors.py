@@ -14,6 +14,10 @@ __all__ = [
     "WeightsNotFoundError",
     "ChecksumError",
     "ImageLoadError",
+    "SourceError",
+    "ConfigError",
+    "IncompleteStoreError",
+    "RunError",
 ]
 
 
@@ -55,3 +59,19 @@ class ImageLoadError(HeadstartError, OSError):
         super().__init__(f"{path}: {cause}")
         self.path = path
         self.cause = cause
+
+
+class SourceError(HeadstartError, ValueError):
+    """A folder, CSV or file list that cannot be used."""
+
+
+class ConfigError(HeadstartError, ValueError):
+    """A configuration file that cannot be used: unreadable, not JSON/TOML, unknown keys, wrong types."""
+
+
+class IncompleteStoreError(HeadstartError, FileNotFoundError):
+    """A feature store whose extraction has not finished (interrupted, or still running)."""
+
+
+class RunError(HeadstartError, ValueError):
+    """A run directory that cannot be used: missing files, another format, a damaged or tampered file."""

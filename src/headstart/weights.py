@@ -21,11 +21,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .data import Preprocessing
 from .errors import ChecksumError, WeightsError, WeightsNotFoundError
+from .home import headstart_home, weights_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from .data import Preprocessing
 
 __all__ = ["WeightsSpec", "headstart_home", "sha256_file", "resolve_weights_file", "download_file",
            "read_state_dict"]
@@ -58,11 +62,6 @@ class WeightsSpec:
     drop_prefixes: tuple[str, ...] = ()  # checkpoint tensors the architecture does not use (e.g. AuxLogits)
 
 
-def headstart_home() -> Path:
-    """The cache root: ``$HEADSTART_HOME`` or ``~/.cache/headstart``."""
-    return Path(os.environ.get("HEADSTART_HOME") or Path.home() / ".cache" / "headstart")
-
-
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -81,7 +80,7 @@ def _check_hash(path: Path, expected: str, digest: str | None = None) -> str:
     return digest
 
 
-def _package_file(spec: WeightsSpec) -> Path | None:
+def package_file(spec: WeightsSpec) -> Path | None:
     if not spec.package_module:
         return None
     found = importlib.util.find_spec(spec.package_module)
@@ -98,11 +97,11 @@ def resolve_weights_file(spec: WeightsSpec, *, cache_dir: str | os.PathLike | No
     Order: the pip package, the cache, then the URL. With none available the error says exactly which file
     to place where.
     """
-    pkg = _package_file(spec)
+    pkg = package_file(spec)
     if pkg is not None:
         _check_hash(pkg, spec.sha256)
         return pkg
-    cache = Path(cache_dir) if cache_dir else headstart_home() / "weights"
+    cache = Path(cache_dir) if cache_dir else weights_dir()
     cached = cache / spec.filename
     if cached.is_file():
         _check_hash(cached, spec.sha256)
@@ -162,6 +161,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     which refuses pickled code. Checkpoints that wrap the state dict (``{"state_dict": ...}``,
     ``{"model": ...}``) are unwrapped, and a ``module.`` prefix (DataParallel) is removed.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"Weights file not found: {path}. Expected a .pth/.safetensors file path.")

@@ -7,14 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import HeadstartError
+from ..errors import HeadstartError, SourceError
 from ._images import IMAGE_EXTENSIONS
 
 __all__ = ["Item", "SourceError", "read_source", "scan_folder", "read_csv"]
 
-
-class SourceError(HeadstartError, ValueError):
-    """A folder, CSV or file list that cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -26,17 +26,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._io import atomic_write_json, atomic_write_text, fsync_dir
-from ..errors import HeadstartError
+from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
+from ..errors import HeadstartError, IncompleteStoreError
 
 __all__ = ["FeatureSet", "IncompleteStoreError", "StoreWriter", "META", "WORK"]
 
 META, FEATURES, INDEX, SKIPPED, WORK = "meta.json", "features.npy", "index.csv", "skipped.csv", ".work"
 INDEX_COLUMNS = ("row", "path", "label", "sha256", "width", "height")
 
-
-class IncompleteStoreError(HeadstartError, FileNotFoundError):
-    """A store whose extraction has not finished (interrupted, or still running)."""
 
 
 @dataclass

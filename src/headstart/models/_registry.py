@@ -11,7 +11,8 @@ import timm
 
 from ..data import Preprocessing
 from ..errors import UnknownModelError
-from ..weights import WeightsSpec, _package_file, headstart_home
+from ..home import weights_dir
+from ..weights import WeightsSpec, package_file
 
 __all__ = ["ModelSpec", "register_model", "get_spec", "list_models", "MODELS"]
 
@@ -112,9 +113,9 @@ def weights_available(spec: ModelSpec) -> str:
     w = spec.weights
     if w is None:
         return "none"
-    if _package_file(w) is not None:
+    if package_file(w) is not None:
         return "package"
-    if (headstart_home() / "weights" / w.filename).is_file():
+    if (weights_dir() / w.filename).is_file():
         return "cache"
     return "download" if w.url else "none"
 

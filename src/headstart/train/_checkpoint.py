@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file
 
-from .._io import atomic_write_json, atomic_write_safetensors, fsync_dir
+from ..atomic import atomic_write_json, atomic_write_safetensors, fsync_dir
 from ..errors import HeadstartError
 
 __all__ = ["Checkpoints", "checkpointing", "current", "CHECKPOINT_DIR"]

@@ -15,7 +15,7 @@ from ..data import Item, Preprocessing, load_image
 from ..data._preprocess import _INTERPOLATION
 from ..errors import HeadstartError, ImageLoadError
 from ..features import ExtractConfig, FeatureSet, extract
-from ..weights import headstart_home
+from ..home import activations_dir
 
 __all__ = ["cached_activations", "tensor_loader", "ImageDataset", "image_loader", "train_transform", "AUGMENT"]
 
@@ -29,7 +29,7 @@ def cached_activations(items: Sequence[Item], classes: list[str], config: Extrac
     Returns (X, y, store): X is N×C×H×W for maps (the store keeps them channels-last) or N×D.
     """
     key = json.dumps([config.identity(), [(it.path, it.label) for it in items]], sort_keys=True)
-    root = (cache_root or headstart_home() / "cache") / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    root = (cache_root or activations_dir()) / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
     fs = extract(list(items), root, config, progress=progress, overwrite=True)
     if len(fs) == 0:
         raise HeadstartError(f"None of the {len(items)} images could be read; see {root / 'skipped.csv'}.")

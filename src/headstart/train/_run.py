@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import load_file
 
-from .._io import atomic_write_json, atomic_write_safetensors, atomic_write_text
+from ..atomic import atomic_write_json, atomic_write_safetensors, atomic_write_text
 from ..classify import ClassifyResult, classify
 from ..data import ImageInput, Preprocessing, Splits, read_source
 from ..data._dataset import load_splits
