@@ -112,7 +112,7 @@ def reencode_parity(paths: list[Path], ref: np.ndarray) -> str:
     """How much features move when the same photo is merely re-saved as a JPEG: the noise floor."""
     import io
 
-    from headstart.features._extract import ExtractConfig, feature_model_for
+    from headstart.features import ExtractConfig, feature_model_for
 
     fm = feature_model_for(ExtractConfig())
     t = fm.preprocessing.transform()

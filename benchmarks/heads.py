@@ -21,9 +21,9 @@ import torch
 
 import headstart
 from headstart.data import load_splits, make_elpv
-from headstart.train import TrainConfig
-from headstart.train._data import ImageDataset
-from headstart.train._loop import fit
+from headstart.training import TrainConfig
+from headstart.training._data import ImageDataset
+from headstart.training._loop import fit
 
 
 def keras_way(splits, config: TrainConfig, epochs: int) -> tuple[float, float]:

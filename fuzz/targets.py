@@ -22,7 +22,7 @@ from headstart.config import ConfigError, config_from_dict, read_config
 from headstart.data import Preprocessing, read_image_file, read_source
 from headstart.data._sources import SourceError
 from headstart.errors import HeadstartError, ImageLoadError
-from headstart.train import TrainConfig
+from headstart.training import TrainConfig
 
 HANG_SECONDS = 20
 _TRANSFORM = Preprocessing(input_size=(64, 64)).transform()

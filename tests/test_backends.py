@@ -10,8 +10,8 @@ import headstart
 from headstart import backends
 from headstart.cli import main
 from headstart.errors import HeadstartError
-from headstart.features._extract import batch_loader
-from headstart.train import train
+from headstart.runner import run_batches as batch_loader
+from headstart import train
 
 from conftest import make_image
 
@@ -34,9 +34,10 @@ def test_onnxruntime_features_match_torch_and_are_recorded(tmp_path, image_folde
 def test_export_is_cached_and_a_tampered_cache_is_replaced(tmp_path, image_folder):
     headstart.extract(image_folder, tmp_path / "a", backend="onnxruntime", **TINY)
     (onnx_file,) = (Path(headstart.weights.headstart_home()) / "onnx").glob("*.onnx")
-    stamp = onnx_file.stat().st_mtime_ns
+    stamp = (onnx_file.stat().st_ino, onnx_file.stat().st_ctime_ns, onnx_file.read_bytes())
     headstart.extract(image_folder, tmp_path / "b", backend="onnxruntime", **TINY)
-    assert onnx_file.stat().st_mtime_ns == stamp  # reused, not exported again
+    # reused, not exported again (the cache only marks it as used: the LRU eviction order)
+    assert (onnx_file.stat().st_ino, onnx_file.read_bytes()) == (stamp[0], stamp[2])
     onnx_file.write_bytes(onnx_file.read_bytes()[:1000])  # truncated behind our back
     fs = headstart.extract(image_folder, tmp_path / "c", backend="onnxruntime", **TINY)
     assert onnx_file.stat().st_size > 1000 and fs.meta["backend"]["name"] == "onnxruntime"
@@ -98,7 +99,7 @@ class _MainProcessFn:
 
 def test_gpu_layout_runs_network_in_main_process_with_same_results(image_folder):
     from headstart.data import read_source
-    from headstart.features._extract import ExtractConfig, feature_model_for
+    from headstart.features import ExtractConfig, feature_model_for
 
     fm = feature_model_for(ExtractConfig(model="test_resnet", weights=None))
     items = read_source(image_folder)
@@ -145,7 +146,7 @@ def test_export_run_then_predict_uses_it_and_refuses_a_tampered_file(run_dir, ca
     assert "checksum mismatch" in capsys.readouterr().err
     assert main(["predict", str(run), images[0], "--backend", "torch"]) == 0  # the safetensors model still works
     train(data, run, strategy="head", model="test_efficientnet", weights=None, input_shape=(64, 64, 3), epochs=2,
-          workers=0, progress=False)  # retraining into the folder retires the old export
+          workers=0, progress=False, overwrite=True)  # retraining into the folder retires the old export
     assert not (run / "model.onnx").exists() and main(["predict", str(run), images[0]]) == 0
 
 
@@ -166,7 +167,7 @@ def test_device_jpeg_decoding_matches_pillow_path(tmp_path, image_folder):
     from PIL import Image
 
     from headstart.data import Item
-    from headstart.features._extract import ExtractConfig, feature_model_for
+    from headstart.features import ExtractConfig, feature_model_for
 
     rng = np.random.default_rng(0)
     paths = []
@@ -202,9 +203,10 @@ def test_cache_command_shows_and_clears(tmp_path, image_folder, capsys):
     headstart.extract(image_folder, tmp_path / "s", backend="onnxruntime", **TINY)
     assert main(["cache"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert set(lines) == {"weights", "activations", "onnx"} and " 2 files" in lines["onnx"]
+    # the export, its record, and the by-id entry that finds it without building the model
+    assert {"weights", "activations", "onnx"} <= set(lines) and " 3 files" in lines["onnx"]
     assert main(["cache", "--clear", "onnx"]) == 0
-    assert "removed onnx: 2 files" in capsys.readouterr().out
+    assert "removed onnx: 3 files" in capsys.readouterr().out
     assert not (Path(headstart.weights.headstart_home()) / "onnx").exists()
-    with pytest.raises(SystemExit):
-        main(["cache", "--clear", "everything"])
+    assert main(["cache", "--clear", "everything"]) == 2
+    assert "invalid choice: 'everything'" in capsys.readouterr().err

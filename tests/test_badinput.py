@@ -65,8 +65,11 @@ def test_classify_reports_each_bad_file_and_classifies_the_rest(corpus, capfdbin
 
 def test_extract_skips_bad_files_and_keeps_the_rest(corpus, tmp_path, capfdbinary):
     root = next(iter(corpus.values()))[0].parent
-    assert main(["extract", str(root), "--out", str(tmp_path / "store"), *TINY, "-q", "--workers", "1"]) == 0
+    # exit 1: some inputs failed, each named on stderr; the rest were extracted (one rule for every command)
+    assert main(["extract", str(root), "--out", str(tmp_path / "store"), *TINY, "-q", "--workers", "1"]) == 1
+    err = capfdbinary.readouterr().err.decode("utf-8", "surrogateescape")
     fs = FeatureSet.load(tmp_path / "store")
+    assert len([line for line in err.splitlines() if line.startswith("error: ")]) == len(fs.skipped) > 0
     good = {str(p) for p, e in corpus.values() if e == "ok"}
     assert set(fs.paths) == good
     reasons = {s["path"]: s["reason"] for s in fs.skipped}
@@ -92,7 +95,8 @@ def test_train_predict_evaluate_with_bad_files(tmp_path, corpus, capfdbinary):
     out, err = _read(capfdbinary)
     assert len(out.strip().splitlines()) == sum(e == "ok" for _, e in corpus.values())
     assert len(err.strip().splitlines()) == sum(e != "ok" for _, e in corpus.values())
-    assert main(["evaluate", str(run), str(data), "--json"]) == 1  # the bad files are listed, not scored
+    # the bad files are listed, not scored (--include-seen: the run trained on most of these images)
+    assert main(["evaluate", str(run), str(data), "--json", "--include-seen"]) == 1
     m = json.loads(_read(capfdbinary)[0])
     assert m["n"] == 16 and len(m["skipped"]) == 4 and m["accuracy"] > 0.9
 

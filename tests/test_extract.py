@@ -74,7 +74,7 @@ def test_cache_hit_does_no_model_work(tmp_path, image_folder, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the model was built or run on a cache hit")
 
-    monkeypatch.setattr("headstart.features._extract.feature_model_for", boom)
+    monkeypatch.setattr("headstart.features._model.feature_model_for", boom)
     again = headstart.extract(image_folder, tmp_path / "s", progress=False, **TINY)
     assert again.stats.cached and again.stats.computed == 0 and first.stats.computed == 16
     assert (tmp_path / "s" / "features.npy").read_bytes() == before
@@ -125,8 +125,9 @@ def slow(self, *a, **k):
     orig(self, *a, **k)
     time.sleep(0.3)
 StoreWriter.write_chunk = slow
-import functools, headstart.cli._extract as cli_extract
-cli_extract.ExtractConfig = functools.partial(cli_extract.ExtractConfig, chunk_batches=1)
+import headstart.features._extract as ex
+orig_extract = ex.extract
+ex.extract = lambda *a, **k: orig_extract(*a, chunk_batches=1, **k)  # small chunks (an API-only setting)
 from headstart.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -165,12 +166,15 @@ def test_csv_source_and_cli(tmp_path, image_folder, capsys):
     code = main(["extract", str(csv_path), "--out", str(tmp_path / "s"), "--model", "test_resnet", "--weights",
                  "none"])
     out, err = capsys.readouterr()
-    assert code == 0 and "extracted 5 of 6 images (1 skipped" in out and "missing.png: file not found" in err
+    # one rule for every command (issue 14): an input that failed is named on stderr and makes the exit code 1
+    assert code == 1 and "extracted 5 of 6 images (1 skipped" in out and "missing.png: file not found" in err
     fs = FeatureSet.load(tmp_path / "s")
     assert set(fs.labels) == {"xa"} and len(fs) == 5
+    # the cached rerun does no model work, and still names the input that failed (exit 1, the same rule)
     assert main(["extract", str(csv_path), "--out", str(tmp_path / "s"), "--model", "test_resnet", "--weights",
-                 "none"]) == 0
-    assert "no model work done" in capsys.readouterr().out
+                 "none"]) == 1
+    out, err = capsys.readouterr()
+    assert "no model work done" in out and "missing.png: file not found" in err
     bad = tmp_path / "bad.jpg"
     bad.write_text("nope")
     assert main(["extract", str(bad), "--out", str(tmp_path / "t"), "-q", "--model", "test_resnet",

@@ -71,19 +71,50 @@ def test_truncated_and_missing(tmp_path):
         load_image(tmp_path / "dir.png")
 
 
-def test_aspect_limit_precrop_does_not_change_the_output():
+def _torchvision_eval(pre, limit: bool = True):
+    """The reference: torchvision's Resize → CenterCrop → PILToTensor → ToDtype → Normalize (what timm does)."""
     import torch
     from torchvision.transforms import v2 as T
 
+    from headstart.data._preprocess import MAX_ASPECT, limit_aspect
+
+    h, w = pre.input_size
+    size = pre.resize_size[0] if h == w else pre.resize_size
+    ops = [T.Resize(size, interpolation=T.InterpolationMode(pre.interpolation), antialias=True),
+           T.CenterCrop((h, w)), T.PILToTensor(), T.ToDtype(torch.float32, scale=True),
+           T.Normalize(mean=list(pre.mean), std=list(pre.std))]
+    if limit and h == w:
+        ops.insert(0, lambda im: limit_aspect(im, MAX_ASPECT))
+    return T.Compose(ops)
+
+
+@pytest.mark.parametrize("size,kw", [((500, 375), {}), ((37, 300), {"input_size": (300, 300)}),
+                                     ((640, 480), {"input_size": (240, 320), "interpolation": "bilinear"}),
+                                     ((100, 90), {"mean": (0.5,) * 3, "std": (0.5,) * 3}), ((224, 224), {}),
+                                     ((20, 10), {})])
+def test_numpy_eval_transform_is_bit_identical_to_torchvision(size, kw):
+    """The torch-free transform (ONNX-only prediction) computes exactly what the torchvision pipeline computes."""
     from headstart.data import Preprocessing
-    from headstart.data import _preprocess
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), np.uint8))
+    pre = Preprocessing(**kw)
+    ours = pre.array_transform()(im)
+    ref = _torchvision_eval(pre)(im).numpy()
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    assert np.array_equal(ours, ref)
+
+
+def test_aspect_limit_precrop_does_not_change_the_output():
+    import torch
+
+    from headstart.data import Preprocessing
 
     rng = np.random.default_rng(0)
     im = Image.fromarray(rng.integers(0, 255, (200, 1400, 3), np.uint8))  # 7:1
     pre = Preprocessing((224, 224), "bicubic", 0.875, (0.5,) * 3, (0.5,) * 3)
     limited = pre.transform()
-    assert isinstance(limited.transforms[0], _preprocess._LimitAspect)
-    plain = T.Compose(limited.transforms[1:])
+    plain = _torchvision_eval(pre, limit=False)
     torch.testing.assert_close(limited(im), plain(im), atol=1e-2, rtol=0)
     strip = Image.new("RGB", (10000, 3), (200, 0, 0))  # would be 853,333 px long after a plain resize
     assert limited(strip).shape == (3, 224, 224)

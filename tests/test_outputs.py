@@ -66,7 +66,7 @@ def test_full_disk_train_keeps_the_previous_model(small_disk, image_folder, caps
     assert main(args) == 0
     before = (run / "model.safetensors").read_bytes()
     _fill(small_disk)
-    assert main([*args, "--epochs", "3"]) == 3
+    assert main([*args, "--epochs", "3", "--overwrite"]) == 3
     assert "No space left on device" in capsys.readouterr().err
     assert (run / "model.safetensors").read_bytes() == before
     assert not list(run.glob(".*.tmp")) and headstart.load(run).class_names == ["a", "b"]

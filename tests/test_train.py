@@ -10,9 +10,10 @@ import headstart
 from headstart.cli import main
 from headstart.data import load_splits
 from headstart.data._sources import SourceError
-from headstart.train import TrainConfig, train
-from headstart.train import _run as run_module
-from headstart.train._strategies import _class_weights, cut_point
+from headstart.training import TrainConfig, train
+from headstart.training import _train as run_module
+from headstart.training._loop import class_weights
+from headstart.training._strategies import cut_point
 
 from conftest import make_image
 
@@ -100,8 +101,8 @@ def test_auto_chooses_on_validation_only(tmp_path, three_classes, monkeypatch):
             opened.append(str(src))
             return _orig(src, *a, **k)
 
-        for mod in ("headstart.data._images", "headstart.features._extract", "headstart.train._data",
-                    "headstart.models._model", "headstart.classify"):
+        for mod in ("headstart.data._images", "headstart.runner", "headstart.training._data",
+                    "headstart.models._model", "headstart.inference"):
             monkeypatch.setattr(sys.modules[mod], fn, spy, raising=False)
     seen_at_choice: list[str] = []
     orig_choose = run_module.choose_winner
@@ -121,9 +122,9 @@ def test_class_weights_switch_on_for_skewed_data(tmp_path):
     for i in range(4):
         make_image(root / "few" / f"{i}.png", seed=i)
     splits = load_splits(root, val_split=0.25, test_split=0.0)
-    w = _class_weights(splits, TrainConfig())
+    w = class_weights(splits, TrainConfig().balance)
     assert w is not None and w[splits.classes.index("few")] > w[splits.classes.index("many")]
-    assert _class_weights(splits, TrainConfig(balance="off")) is None
+    assert class_weights(splits, "off") is None
 
 
 def test_splits_errors(tmp_path):
@@ -149,10 +150,23 @@ def test_cli_train_predict_evaluate(tmp_path, three_classes, capsys):
     assert main(["predict", str(run), str(img), "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)
     assert pred[0]["predictions"][0]["label"] == "red"
+    # evaluate scores only images the run never saw: the 36 train/val images are recognized by content (issue 14)
+    test_split = json.loads((run / "train_config.json").read_text())["split_counts"]["test"]
     assert main(["evaluate", str(run), str(three_classes), "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
-    assert {"accuracy", "balanced_accuracy", "per_class", "confusion_matrix"} <= set(m) and m["n"] == 42
+    assert {"accuracy", "balanced_accuracy", "per_class", "confusion_matrix"} <= set(m)
+    assert m["n"] == sum(test_split.values()) == 6 and m["excluded_seen"] == 36 and m["include_seen"] is False
     assert m["accuracy"] > 0.8 and len(m["confusion_matrix"]) == 3
+    assert main(["evaluate", str(run), str(three_classes)]) == 0
+    assert "left out 36 images this run trained or validated on" in capsys.readouterr().out
+    assert main(["evaluate", str(run), str(three_classes), "--json", "--include-seen"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["n"] == 42 and m["excluded_seen"] == 0 and m["include_seen"] is True
+    # a second train into the finished run is refused without --overwrite (nothing is silently replaced)
+    before = (run / "model.safetensors").read_bytes()
+    assert main(["train", str(three_classes), "--out", str(run), "--model", "test_efficientnet", "--weights",
+                 "none", "--strategy", "probe", "--input-shape", "64,64", "--seed", "3", "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (run / "model.safetensors").read_bytes() == before
     assert main(["train", str(three_classes), "--out", str(run), "--strategy", "head", "--unfreeze-from",
                  "blocks.1", "-q"]) == 2
 
@@ -189,9 +203,9 @@ def test_finetune_batchnorm_statistics_policy(tmp_path, three_classes, bn):
 # -- interruptions: per-epoch checkpoints and --resume (issue 6) ------------------------------------------------
 
 def _toy_fit(ckpt_dir, resume, stop_at=None):
-    from headstart.train._checkpoint import Checkpoints, checkpointing
-    from headstart.train._data import tensor_loader
-    from headstart.train._loop import fit
+    from headstart.training._checkpoint import Checkpoints
+    from headstart.training._data import tensor_loader
+    from headstart.training._loop import fit
 
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 5, generator=g), torch.randint(0, 3, (64,), generator=g)
@@ -203,10 +217,9 @@ def _toy_fit(ckpt_dir, resume, stop_at=None):
             raise KeyboardInterrupt
 
     ckpt = Checkpoints.open(ckpt_dir, {"toy": 1}, resume)
-    with checkpointing(ckpt):
-        hist = fit(module, tensor_loader(x, y, 8, train=True, seed=0), tensor_loader(x, y, 64, train=False),
-                   [{"params": module.parameters(), "lr": 1e-2}], epochs=6, patience=100, progress=False,
-                   desc="toy", on_epoch=on_epoch)
+    hist = fit(module, tensor_loader(x, y, 8, train=True, seed=0), tensor_loader(x, y, 64, train=False),
+               [{"params": module.parameters(), "lr": 1e-2}], epochs=6, patience=100, progress=False,
+               name="toy", on_epoch=on_epoch, checkpoints=ckpt)
     return module, hist
 
 
@@ -216,7 +229,7 @@ def test_resumed_fit_equals_an_uninterrupted_one(tmp_path):
         _toy_fit(tmp_path / "b", resume=False, stop_at=3)
     saved = json.loads((tmp_path / "b" / ".checkpoints" / "toy.json").read_text())
     assert saved["epoch"] == 2 and len(saved["history"]["val_acc"]) == 3
-    from headstart.train._checkpoint import Checkpoints
+    from headstart.training._checkpoint import Checkpoints
 
     # auto's budget counts the interrupted run's training time
     assert Checkpoints.open(tmp_path / "b", {"toy": 1}, True).spent() == saved["history"]["seconds"] > 0

@@ -11,7 +11,7 @@ import torch
 import headstart
 from headstart.cli import main
 from headstart.config import ConfigError, read_config
-from headstart.train import TrainConfig, train
+from headstart.training import TrainConfig, train
 
 from conftest import make_image
 
@@ -107,7 +107,7 @@ def test_outputs_contain_no_pickle(run_dir, image_folder, tmp_path):
     headstart.extract(image_folder, store, model="test_resnet", weights=None, progress=False)
     headstart.export_run(run_dir)
     files = [p for root in (run_dir, store) for p in root.rglob("*") if p.is_file()]
-    allowed = {".safetensors", ".json", ".npy", ".csv", ".png", ".txt", ".onnx"}
+    allowed = {".safetensors", ".json", ".npy", ".csv", ".png", ".txt", ".onnx", ".html"}
     assert files and {p.suffix for p in files} <= allowed
     for p in files:
         head = p.read_bytes()[:2]
@@ -176,13 +176,15 @@ def test_invalid_arguments_say_what_was_expected(argv, msg, tmp_path, monkeypatc
     assert msg in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("argv", [["classify", "x.jpg", "--top", "0"], ["classify", "x.jpg", "--batch-size", "x"],
-                                  ["extract", "x", "--out", "o", "--workers", "-1"],
-                                  ["train", "d", "--out", "o", "--epochs", "0"]])
-def test_argument_types_are_checked_by_the_parser(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2 and "expected an integer" in capsys.readouterr().err
+@pytest.mark.parametrize("argv,msg", [(["classify", "x.jpg", "--top", "0"], "expected an integer ≥ 1"),
+                                      (["classify", "x.jpg", "--batch-size", "x"], "expected an integer ≥ 1"),
+                                      (["extract", "x", "--out", "o", "--workers", "-1"], "an integer ≥ 0"),
+                                      (["train", "d", "--out", "o", "--epochs", "0"], "an integer ≥ 1")])
+def test_argument_types_are_checked_before_any_work(argv, msg, capsys):
+    """Wrong types fail in the parser, out-of-range values in the one settings check; both exit 2, no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err, err
 
 
 def test_closed_pipe_is_quiet_not_a_file_system_error():

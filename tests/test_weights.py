@@ -89,7 +89,7 @@ def test_lite0_package_weights_hash_is_checked(monkeypatch, tmp_path):
     bad = tmp_path / "models" / spec.filename
     bad.parent.mkdir()
     bad.write_bytes(path.read_bytes()[:-10])
-    monkeypatch.setattr("headstart.weights._package_file", lambda s: bad)
+    monkeypatch.setattr("headstart.weights.package_file", lambda s: bad)
     with pytest.raises(ChecksumError):
         resolve_weights_file(spec)
 

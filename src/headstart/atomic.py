@@ -1,13 +1,16 @@
 """Writing files so that no reader ever sees half of one: temporary name in the same folder, fsync, rename."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_safetensors", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_safetensors", "fsync_dir",
+           "remove_if_failed"]
 
 
 def _umask() -> int:
@@ -59,3 +62,21 @@ def atomic_write_safetensors(path: str | os.PathLike, tensors: dict, metadata: d
     from safetensors.torch import save
 
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
+
+
+@contextlib.contextmanager
+def remove_if_failed(out: str | os.PathLike, keep: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Remove the output folder ``out`` when the block fails and this call created it, unless ``keep()`` says it
+    already holds work worth resuming (finished chunks, epoch checkpoints). A failed command leaves no debris."""
+    out = Path(out)
+    existed = out.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and out.is_dir():
+            try:
+                if not keep():
+                    shutil.rmtree(out, ignore_errors=True)
+            except OSError:
+                pass
+        raise

@@ -7,7 +7,13 @@ when it is installed, the export matches PyTorch within :data:`PARITY_TOL` and i
 PyTorch, with the reason. Exports are cached under ``$HEADSTART_HOME/onnx`` keyed by a hash of the module's
 structure, its weights and the input size, so a model is exported once.
 
-ONNX files are protobuf data: loading one executes no Python code (unlike a pickle).
+A caller that knows what identifies its network without building it (weights SHA-256, model, layer, pooling,
+input size, versions) passes that ``identity`` to :func:`prepare`; the export is then also recorded under
+``onnx/by-id/``, and :func:`find_export` finds it next time **without importing torch**: ``classify``,
+``predict``, ``extract`` and ``evaluate`` then run on ONNX Runtime from the first line (start-up in a blink).
+
+ONNX files are protobuf data: loading one executes no Python code (unlike a pickle). This module imports torch
+only inside the functions that need it.
 """
 from __future__ import annotations
 
@@ -16,26 +22,30 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from .atomic import atomic_write_bytes, atomic_write_json
+from .config import BACKENDS
 from .errors import HeadstartError
 from .home import onnx_dir
 from .weights import sha256_file
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["BACKENDS", "PARITY_TOL", "BackendInfo", "TorchFn", "OrtFn", "prepare", "export_onnx", "batch_size_for",
-           "onnxruntime_available", "resolve_device"]
+           "onnxruntime_available", "resolve_device", "find_export", "identity_key", "runs_on_cpu", "choose_ort",
+           "check_record"]
 
 _logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
 # Largest accepted max|torch − onnxruntime| relative to max|torch output| on the parity batch (issue 5).
 PARITY_TOL = 1e-4
 OPSET = 17
@@ -65,8 +75,18 @@ def onnxruntime_available() -> bool:
     return bool(onnxruntime.__version__)
 
 
-def resolve_device(device: str | None) -> torch.device:
+def runs_on_cpu(device: str | None) -> bool:
+    """Whether ``device`` means the CPU, decided without importing torch where possible: "auto" on a machine with
+    no NVIDIA device node cannot find CUDA (torch's CUDA needs the driver's /dev/nvidia*)."""
+    if device in (None, "auto"):
+        return sys.platform.startswith("linux") and not any(Path("/dev").glob("nvidia[0-9]*"))
+    return str(device) == "cpu"
+
+
+def resolve_device(device: "str | torch.device | None") -> "torch.device":
     """``None``/"auto": CUDA when available, else CPU. An explicit "cuda" without a GPU is an error, not a fallback."""
+    import torch
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -77,11 +97,16 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 class TorchFn:
-    """Eager PyTorch: channels_last, inference mode; on CUDA bf16 autocast, non-blocking copies, optional compile."""
+    """Eager PyTorch: channels_last, inference mode; on CUDA bf16 autocast, non-blocking copies, optional compile.
 
-    runs_in_workers = True  # CPU: one single-threaded network per DataLoader worker (see features/_extract.py)
+    Takes a batch as a numpy array or a tensor; returns numpy.
+    """
 
-    def __init__(self, module: torch.nn.Module, device: torch.device | str = "cpu", *, compile: bool = False):
+    runs_in_workers = True  # CPU: one single-threaded network per worker process (see runner.py)
+
+    def __init__(self, module: "torch.nn.Module", device: "torch.device | str" = "cpu", *, compile: bool = False):
+        import torch
+
         self.device = torch.device(device)
         self.module = module.eval().to(self.device).to(memory_format=torch.channels_last)
         if compile:
@@ -89,15 +114,17 @@ class TorchFn:
         # On a GPU the workers only decode; the main process owns the device.
         self.runs_in_workers = self.device.type == "cpu"
 
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+    def __call__(self, x: "torch.Tensor | np.ndarray") -> np.ndarray:
+        import torch
+
+        x = torch.as_tensor(x).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    y = self.module(x)
+            else:
                 y = self.module(x)
-        else:
-            y = self.module(x)
-        return y.float().cpu().numpy()
+            return y.float().cpu().numpy()
 
 
 class OrtFn:
@@ -115,8 +142,8 @@ class OrtFn:
             self._session, self._pid = _session(self.path, self.threads), os.getpid()
         return self._session
 
-    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        x = x.contiguous().numpy() if isinstance(x, torch.Tensor) else np.ascontiguousarray(x, np.float32)
+    def __call__(self, x: "torch.Tensor | np.ndarray") -> np.ndarray:
+        x = np.ascontiguousarray(x.numpy() if hasattr(x, "numpy") else x, np.float32)
         return self._get().run(None, {"x": x})[0]
 
     def __getstate__(self) -> dict[str, Any]:  # sessions are not shared across processes
@@ -134,7 +161,7 @@ def _session(path: str, threads: int):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def _try_load(path: Path) -> None:
+def try_load(path: Path) -> None:
     """Open the file once here, so that a damaged one is a clear error now and not a crash in a worker."""
     try:
         _session(str(path), 1)
@@ -143,8 +170,10 @@ def _try_load(path: Path) -> None:
                              f"Export again (`headstart export RUN --format onnx`).") from None
 
 
-def module_key(module: torch.nn.Module, input_size: tuple[int, int, int]) -> str:
+def module_key(module: "torch.nn.Module", input_size: tuple[int, int, int]) -> str:
     """Hash of the module's structure, every parameter and buffer, the input size and the exporter version."""
+    import torch
+
     h = hashlib.sha256()
     h.update(f"{_FORMAT}|{torch.__version__}|{OPSET}|{tuple(input_size)}|{module!r}".encode())
     for name, t in module.state_dict().items():
@@ -154,20 +183,24 @@ def module_key(module: torch.nn.Module, input_size: tuple[int, int, int]) -> str
     return h.hexdigest()[:32]
 
 
-def _parity_batch(input_size: tuple[int, int, int]) -> torch.Tensor:
+def _parity_batch(input_size: tuple[int, int, int]) -> "torch.Tensor":
+    import torch
+
     g = torch.Generator().manual_seed(0)
     return torch.randn(2, *input_size, generator=g)
 
 
-def export_onnx(module: torch.nn.Module, input_size: tuple[int, int, int], path: str | os.PathLike
-                ) -> dict[str, Any]:
+def export_onnx(module: "torch.nn.Module", input_size: tuple[int, int, int], path: str | os.PathLike,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export ``module`` (dynamic batch size) to ``path`` atomically and check it against PyTorch.
 
     Returns the record written next to it (``<path>.json``): parity, input size, versions, the module's key, the
-    file's SHA-256 (checked before every later use) and both backends' single-threaded speed. Raises
-    :class:`HeadstartError` when the export fails or parity exceeds :data:`PARITY_TOL` (nothing is kept then).
+    file's SHA-256 (checked before every later use) and both backends' single-threaded speed; ``extra`` is added
+    (e.g. the checksums of the run files it was exported from). Raises :class:`HeadstartError` when the export
+    fails or parity exceeds :data:`PARITY_TOL` (nothing is kept then).
     """
     import onnxruntime as ort
+    import torch
 
     module = module.eval().cpu().to(memory_format=torch.contiguous_format)
     x = _parity_batch(input_size)
@@ -195,9 +228,11 @@ def export_onnx(module: torch.nn.Module, input_size: tuple[int, int, int], path:
                              f"(allowed {PARITY_TOL:.0e})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"format": _FORMAT, "key": module_key(module, input_size), "parity": parity, "parity_tolerance": PARITY_TOL, "input_size": list(input_size),
-              "output_shape": list(ref.shape[1:]), "opset": OPSET, "torch": torch.__version__,
-              "onnxruntime": ort.__version__, "sha256": hashlib.sha256(data).hexdigest()}
+    record: dict[str, Any] = {
+        "format": _FORMAT, "key": module_key(module, input_size), "parity": parity, "parity_tolerance": PARITY_TOL,
+        "input_size": list(input_size), "output_shape": list(ref.shape[1:]), "opset": OPSET,
+        "torch": torch.__version__, "onnxruntime": ort.__version__, "sha256": hashlib.sha256(data).hexdigest(),
+        **(extra or {})}
     atomic_write_bytes(path, data)
     record["speed"] = _measure(module, path, input_size)
     atomic_write_json(record_path(path), record)  # last: a file without its record is never used
@@ -208,25 +243,36 @@ def record_path(onnx_path: str | os.PathLike) -> Path:
     return Path(f"{onnx_path}.json")
 
 
-def check_export(onnx_path: str | os.PathLike, module: torch.nn.Module, input_size: tuple[int, int, int]
-                 ) -> dict[str, Any]:
-    """The record of an existing export after checking that the file is intact and is an export of ``module``."""
+def check_record(onnx_path: str | os.PathLike) -> dict[str, Any]:
+    """The record of an export after checking that the file is the one exported (SHA-256). No torch needed."""
     path = Path(onnx_path)
+    how = "Export again (`headstart export RUN --format onnx`)."
     try:
         record = json.loads(record_path(path).read_text())
     except (OSError, ValueError) as exc:
         raise HeadstartError(f"{path}: its record {record_path(path).name} is missing or unreadable ({exc}). "
-                             f"Export again (`headstart export RUN --format onnx`).") from exc
-    if record.get("format") != _FORMAT or record.get("sha256") != sha256_file(path):
+                             f"{how}") from exc
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        raise HeadstartError(f"{path}: cannot read the export ({exc.strerror or exc}). {how}") from exc
+    if not isinstance(record, dict) or record.get("format") != _FORMAT or record.get("sha256") != digest:
         raise HeadstartError(f"{path}: checksum mismatch with {record_path(path).name}; the file was changed after "
-                             f"export and is refused. Export again (`headstart export RUN --format onnx`).")
+                             f"export and is refused. {how}")
+    return record
+
+
+def check_export(onnx_path: str | os.PathLike, module: "torch.nn.Module", input_size: tuple[int, int, int]
+                 ) -> dict[str, Any]:
+    """The record of an existing export after checking that the file is intact and is an export of ``module``."""
+    record = check_record(onnx_path)
     if record.get("key") != module_key(module, input_size):
-        raise HeadstartError(f"{path} was exported from other weights or another input size than this model. "
+        raise HeadstartError(f"{onnx_path} was exported from other weights or another input size than this model. "
                              f"Export again (`headstart export RUN --format onnx`).")
     return record
 
 
-def _images_per_second(fn: Callable, x: torch.Tensor, reps: int = 3) -> float:
+def _images_per_second(fn: Callable, x, reps: int = 3) -> float:
     """Best of ``reps`` timed calls after a warm-up (the best is the least disturbed by other processes)."""
     fn(x)  # warm-up: first calls allocate and (for onnxruntime) finish optimizing
     best = float("inf")
@@ -237,8 +283,10 @@ def _images_per_second(fn: Callable, x: torch.Tensor, reps: int = 3) -> float:
     return len(x) / best
 
 
-def _measure(module: torch.nn.Module, onnx_path: Path, input_size: tuple[int, int, int]) -> dict[str, float]:
+def _measure(module: "torch.nn.Module", onnx_path: Path, input_size: tuple[int, int, int]) -> dict[str, float]:
     """Single-threaded images/s of both backends at the extraction batch size: the layout they will run in."""
+    import torch
+
     x = torch.randn(4, *input_size, generator=torch.Generator().manual_seed(1))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -249,21 +297,88 @@ def _measure(module: torch.nn.Module, onnx_path: Path, input_size: tuple[int, in
     return {"torch": round(eager, 2), "onnxruntime": round(_images_per_second(OrtFn(onnx_path), x), 2)}
 
 
-def _cached_export(module: torch.nn.Module, input_size: tuple[int, int, int], cache_dir: Path
+def _cached_export(module: "torch.nn.Module", input_size: tuple[int, int, int], cache_dir: Path
                    ) -> tuple[Path, dict[str, Any]]:
+    from .cache import note_used, note_written
+
     path = cache_dir / f"{module_key(module, input_size)}.onnx"
     if path.is_file():
         try:
-            return path, check_export(path, module, input_size)
+            record = check_export(path, module, input_size)
+            note_used(path)
+            return path, record
         except HeadstartError:  # a cached file edited or truncated since export is exported again, never trusted
             pass
     _logger.info("exporting %s to ONNX (once; cached in %s)", type(module).__name__, cache_dir)
-    return path, export_onnx(module, input_size, path)
+    record = export_onnx(module, input_size, path)
+    note_written(path, f"ONNX export of {_describe(module)}")  # says so when it is large; keeps the cache capped
+    return path, record
 
 
-def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backend: str = "auto",
+def _describe(module: "torch.nn.Module") -> str:
+    net = getattr(module, "net", module)
+    config = getattr(net, "config", None)
+    return getattr(config, "name", type(net).__name__)
+
+
+# -- exports found by identity, without building the model ----------------------------------------------------
+
+def identity_key(identity: dict[str, Any]) -> str:
+    """A stable key for what identifies a network without building it (see :func:`prepare`)."""
+    from ._version import __version__
+
+    full = {**identity, "headstart": __version__, "timm": _version_or_none("timm"),
+            "torch": _version_or_none("torch"), "format": _FORMAT}
+    return hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _version_or_none(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def _by_id(cache_dir: Path, key: str) -> Path:
+    return cache_dir / "by-id" / f"{key}.json"
+
+
+def find_export(identity: dict[str, Any], *, cache_dir: str | os.PathLike | None = None
+                ) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """(export path, its checked record, what the caller stored with it) for ``identity``, or None. No torch.
+
+    A missing, edited or damaged file is treated as absent (the caller then builds the model and exports again).
+    """
+    cache = Path(cache_dir) if cache_dir else onnx_dir()
+    entry_path = _by_id(cache, identity_key(identity))
+    try:
+        entry = json.loads(entry_path.read_text())
+        path = cache / entry["onnx"]
+        record = check_record(path)
+    except (OSError, ValueError, KeyError, TypeError, HeadstartError):
+        return None  # evicted, edited or damaged: a cache miss (the caller builds the model and exports again)
+    from .cache import note_used
+
+    note_used(path)
+    return path, record, entry.get("about", {})
+
+
+def choose_ort(backend: str, record: dict[str, Any]) -> str | None:
+    """Why ONNX Runtime runs this export ("requested" / "faster on this CPU"), or None when auto prefers torch."""
+    speed = record.get("speed", {})
+    if backend == "onnxruntime":
+        return "requested"
+    if backend == "auto" and speed.get("onnxruntime", 0) >= speed.get("torch", 0):
+        return "faster on this CPU"
+    return None
+
+
+def prepare(module: "torch.nn.Module", input_size: tuple[int, int, int], *, backend: str = "auto",
             device: str | None = None, compile: bool = False, cache_dir: str | os.PathLike | None = None,
-            onnx: str | os.PathLike | None = None, say: Callable[[str], None] | None = None
+            onnx: str | os.PathLike | None = None, identity: dict[str, Any] | None = None,
+            about: dict[str, Any] | None = None, say: Callable[[str], None] | None = None
             ) -> tuple[Callable, BackendInfo]:
     """A callable ``fn(batch) -> np.ndarray`` running ``module``, and what it is.
 
@@ -274,6 +389,8 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
         compile: ``torch.compile`` the module (torch backend).
         onnx: an existing export of ``module`` (``headstart export``) to use instead of the cache; it is checked
             (SHA-256 and model key) and a mismatch is an error.
+        identity: what identifies ``module`` without building it; the cached export is then also recorded under
+            it (with ``about``: what a torch-free caller needs, e.g. labels, preprocessing) for :func:`find_export`.
     """
     if backend not in BACKENDS:
         raise HeadstartError(f"backend must be one of {', '.join(BACKENDS)}; received {backend!r}.")
@@ -292,19 +409,23 @@ def prepare(module: torch.nn.Module, input_size: tuple[int, int, int], *, backen
         try:
             if onnx is not None:
                 path, record = Path(onnx), check_export(onnx, module, input_size)
-                _try_load(path)
+                try_load(path)
             else:
                 path, record = _cached_export(module, input_size, cache)
+                if identity is not None:
+                    entry = _by_id(cache, identity_key(identity))
+                    entry.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_json(entry, {"onnx": path.name, "identity": identity, "about": about or {}})
         except (HeadstartError, OSError) as exc:
             if onnx is not None:
                 raise
             fallback = str(exc)
         else:
+            why = choose_ort(backend, record)
+            if why:
+                return OrtFn(path), BackendInfo("onnxruntime", "cpu", why, record["parity"], str(path),
+                                                record.get("speed", {}))
             speed = record.get("speed", {})
-            info = BackendInfo("onnxruntime", "cpu", "", record["parity"], str(path), speed)
-            if backend == "onnxruntime" or speed.get("onnxruntime", 0) >= speed.get("torch", 0):
-                info.reason = "requested" if backend == "onnxruntime" else "faster on this CPU"
-                return OrtFn(path), info
             fallback, quiet = (f"onnxruntime measured slower for this model ({speed.get('onnxruntime')} vs "
                                f"{speed.get('torch')} img/s)"), True
     if backend == "onnxruntime":
@@ -331,6 +452,8 @@ def gpu_batch_size(fn: TorchFn, input_size: tuple[int, int, int], *, start: int 
     """
     if fn.device.type != "cuda":
         return start
+    import torch
+
     free, _ = torch.cuda.mem_get_info(fn.device)
     best, bs = start, start
     while bs <= limit:

@@ -5,7 +5,12 @@ message says what was expected, what was received and how to fix it.
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 __all__ = [
+    "use_cli_words",
+    "words",
     "HeadstartError",
     "UnknownModelError",
     "UnknownLayerError",
@@ -19,6 +24,30 @@ __all__ = [
     "IncompleteStoreError",
     "RunError",
 ]
+
+# Messages name the fix in the caller's own words: ``weights=None`` to a Python caller, ``--weights none`` to a
+# shell user. A plain flag rather than a context variable, so that threads the command starts see it too.
+_cli_words = False
+
+
+@contextlib.contextmanager
+def use_cli_words() -> Iterator[None]:
+    """Within this block, messages give command-line words (``--weights PATH``); the CLI's ``main`` uses it.
+
+    The previous setting comes back on exit, so a program (or a test) that calls ``headstart.cli.main`` and then
+    the library gets Python words again.
+    """
+    global _cli_words
+    before, _cli_words = _cli_words, True
+    try:
+        yield
+    finally:
+        _cli_words = before
+
+
+def words(python: str, cli: str) -> str:
+    """``cli`` while the command line is the caller (see :func:`use_cli_words`), else ``python``."""
+    return cli if _cli_words else python
 
 
 class HeadstartError(Exception):

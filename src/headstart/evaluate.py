@@ -2,53 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
 from .data import Item
-from .features._extract import batch_loader
+from .errors import HeadstartError
 
-__all__ = ["predict_items", "classification_metrics", "plot_confusion_matrix", "plot_training_curves"]
+if TYPE_CHECKING:
+    from .inference import Predictor
 
-
-class _Probabilities(torch.nn.Module):
-    """Softmax of a model's logits: what the backends export and run for classify / predict / evaluate."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.net = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).float().softmax(-1)
-
-
-def predict_items(model, items: Sequence[Item], *, batch_size: int = 8, workers: int | None = None,
-                  backend: str = "auto", device: str | None = None, onnx=None
-                  ) -> tuple[np.ndarray, list[str | None]]:
-    """Class probabilities (N × classes; NaN rows for unreadable images) and per-image errors, in input order.
-
-    ``backend``/``device``/``onnx``: see :func:`headstart.backends.prepare`.
-    """
-    from .backends import batch_size_for, prepare
-
-    model.eval()
-    size = (3, *model.input_size)
-    fn, _ = prepare(_Probabilities(model), size, backend=backend, device=device, onnx=onnx)
-    batch_size = batch_size_for(fn, size, batch_size)
-    batches = [list(range(i, min(i + batch_size, len(items)))) for i in range(0, len(items), batch_size)]
-    probs = np.full((len(items), len(model.class_names)), np.nan, np.float32)
-    errors: list[str | None] = [None] * len(items)
-    for idx, p, infos in batch_loader(items, model.preprocessing.transform(), fn, batches,
-                                      workers=workers):
-        good = iter(p if p is not None else [])
-        for i, (_, _, _, err) in zip(idx, infos):
-            if err is None:
-                probs[i] = next(good)
-            else:
-                errors[i] = err
-    return probs, errors
+__all__ = ["evaluate_items", "classification_metrics", "plot_confusion_matrix", "plot_training_curves"]
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str]) -> dict[str, Any]:
@@ -67,20 +31,28 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
     }
 
 
-def evaluate_items(model, items: Sequence[Item], classes: list[str], **kw) -> dict[str, Any]:
-    """Predict ``items`` with ``model`` and score against their labels; unreadable images are listed, not scored."""
-    probs, errors = predict_items(model, items, **kw)
-    lookup = {c: i for i, c in enumerate(model.class_names)}
+def evaluate_items(predictor: "Predictor", items: Sequence[Item], **kw) -> dict[str, Any]:
+    """Predict ``items`` and score against their labels; unreadable images are listed, not scored.
+
+    Keyword arguments go to :func:`headstart.inference.predict_items` (``batch_size``, ``workers``). The result
+    also holds ``probabilities`` (per scored item, in ``paths`` order) for reports.
+    """
+    from .inference import predict_items
+
+    probs, errors = predict_items(predictor, items, **kw)
+    lookup = {c: i for i, c in enumerate(predictor.class_names)}
     unknown = sorted({it.label for it in items} - set(lookup))
     if unknown:
-        from .errors import HeadstartError
-
-        raise HeadstartError(f"Labels {unknown} are not classes of this model ({', '.join(model.class_names)}).")
+        raise HeadstartError(f"Labels {unknown} are not classes of this model ({', '.join(predictor.class_names)}).")
     ok = [i for i, e in enumerate(errors) if e is None]
     y_true = [lookup[items[i].label] for i in ok]
     y_pred = probs[ok].argmax(1).tolist() if ok else []
-    out = classification_metrics(y_true, y_pred, list(model.class_names))
+    out = classification_metrics(y_true, y_pred, list(predictor.class_names))
     out["skipped"] = [{"path": items[i].path, "reason": e} for i, e in enumerate(errors) if e is not None]
+    out["predictions"] = [{"path": items[i].path, "label": items[i].label,
+                           "predicted": predictor.class_names[int(np.argmax(probs[i]))] if errors[i] is None else None,
+                           "probabilities": [round(float(v), 6) for v in probs[i]] if errors[i] is None else None,
+                           "error": errors[i]} for i in range(len(items))]
     return out
 
 

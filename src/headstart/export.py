@@ -1,9 +1,9 @@
 """``headstart export RUN --format onnx``: a trained run as an ONNX file, checked against PyTorch.
 
 The file maps a preprocessed batch (N, 3, H, W; see ``config.json``'s preprocessing) to class probabilities.
-Next to it, ``<file>.json`` records the parity with PyTorch, the input size, the versions and the file's SHA-256;
-``predict`` / ``evaluate`` on the run use the export (on the CPU, ``--backend auto|onnxruntime``) only while that
-checksum and the model it was exported from still match.
+Next to it, ``<file>.json`` records the parity with PyTorch, the input size, the versions, the file's SHA-256 and
+the SHA-256 of the run files it was made from; ``predict`` / ``evaluate`` on the run use the export (on the CPU,
+``--backend auto|onnxruntime``, without importing torch) only while those checksums still match.
 """
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .backends import export_onnx, onnxruntime_available
 from .errors import HeadstartError
+from .run import ONNX, export_source, load
 
 __all__ = ["FORMATS", "export_run"]
 
 FORMATS = ("onnx",)
-ONNX_NAME = "model.onnx"
 
 
 def export_run(run_dir: str | os.PathLike, *, format: str = "onnx", out: str | os.PathLike | None = None
@@ -26,8 +25,8 @@ def export_run(run_dir: str | os.PathLike, *, format: str = "onnx", out: str | o
 
     ``out`` defaults to ``RUN/model.onnx``, the place ``predict`` looks for it.
     """
-    from .evaluate import _Probabilities
-    from .train import load
+    from .backends import export_onnx, onnxruntime_available
+    from .models import Probabilities
 
     if format not in FORMATS:
         raise HeadstartError(f"format must be one of {', '.join(FORMATS)}; received {format!r}.")
@@ -35,7 +34,7 @@ def export_run(run_dir: str | os.PathLike, *, format: str = "onnx", out: str | o
         raise HeadstartError("Exporting to ONNX needs onnxruntime for the parity check: "
                              "pip install 'headstart[onnx]'.")
     run = load(run_dir)
-    module = _Probabilities(run.model).eval()
-    input_size = (3, *run.model.input_size)
-    path = Path(out) if out is not None else Path(run_dir) / ONNX_NAME
-    return {"path": str(path), **export_onnx(module, input_size, path)}
+    module = Probabilities(run.model).eval()
+    path = Path(out) if out is not None else run.root / ONNX
+    record = export_onnx(module, (3, *run.model.input_size), path, extra={"source": export_source(run.root)})
+    return {"path": str(path), **record}

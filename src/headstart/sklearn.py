@@ -13,8 +13,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .data import load_image
-from .features import ExtractConfig
-from .features._extract import feature_model_for
+from .features import ExtractConfig, feature_model_for
 
 __all__ = ["FeatureExtractor"]
 

@@ -1,8 +1,13 @@
 """The ``headstart`` command: a thin layer where each subcommand is one library call.
 
-Exit codes: 0 success; 1 some inputs failed (the rest were processed); 2 bad arguments or unusable input
-(nothing was done); 3 an output could not be written (disk full, read-only folder, no permission; earlier
-outputs are intact); 70 internal error (a bug: please report it; -v shows the traceback); 130 interrupted.
+Exit codes, the same rule for every command: 0 success; 1 some inputs failed (each named on stderr; the rest were
+processed); 2 bad arguments or unusable input (nothing was done); 3 an output could not be written (disk full,
+read-only folder, no permission; earlier outputs are intact); 70 internal error (a bug: please report it; -v shows
+the traceback); 130 interrupted.
+
+Subcommand modules import only the standard library and the torch-free settings at module level; each ``run``
+imports the library it calls. So ``headstart --help`` and argument errors answer without loading torch, and a
+command whose work needs no torch (an ONNX export already cached) never loads it.
 """
 from __future__ import annotations
 
@@ -13,12 +18,16 @@ import os
 import sys
 from typing import Sequence
 
-from ..errors import HeadstartError
-from . import _cache, _classify, _data, _export, _extract, _models, _predict, _summary, _train
+from .._version import __version__
+from ..errors import HeadstartError, use_cli_words
+from ._common import add_verbose
+from . import (_cache, _classify, _data, _explain, _export, _extract, _models, _predict, _report, _summary, _train,
+               _weights)
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (_models, _summary, _classify, _extract, _data, _train, _predict, _export, _cache)
+_COMMANDS = (_models, _summary, _classify, _extract, _data, _train, _predict, _export, _cache, _weights, _explain,
+             _report)
 
 EPILOG = """examples:
   headstart models                                  # what is available, and usable offline now
@@ -43,16 +52,17 @@ _OS_HINTS = {errno.ENOSPC: "Free disk space or choose --out on another disk. ",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="headstart", description="Transfer learning for computer vision with ImageNet-pretrained networks.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"headstart {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (also accepted after COMMAND)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMANDS:
         module.add_parser(sub)
+    for command in sub.choices.values():  # -v works after the subcommand too: `headstart classify -v …`
+        if "-v" not in command._option_string_actions:
+            add_verbose(command)
     return parser
 
 
@@ -63,13 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reconfigure is not None:
             reconfigure(errors="surrogateescape")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and argument errors (2): a code, for callers of main()
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with use_cli_words():  # messages name flags (--weights none), not Python arguments (weights=None)
+            return int(args.func(args) or 0)
     except HeadstartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..classify import classify
-from ..models import create_model
-from ._common import add_backend_arguments, at_least, add_model_arguments, print_results, weights_arg
+from ._common import add_backend_arguments, add_model_arguments, at_least, print_results
 
 
 def add_parser(sub) -> None:
@@ -14,7 +12,8 @@ def add_parser(sub) -> None:
         description="Classify images with an ImageNet-pretrained model. Unreadable files are reported on stderr "
                     "and the others are still classified (exit code 1 if any failed).",
         epilog="examples:\n  headstart classify dog.jpg cat.png\n  headstart classify *.jpg --top 1 --json\n"
-               "  headstart classify photo.jpg --model efficientnet_lite0",
+               "  headstart classify photo.jpg --model efficientnet_lite0\n"
+               "  headstart classify photo.jpg -v        # says which backend ran and why",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     add_model_arguments(p)
@@ -26,7 +25,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = create_model(args.model, weights=weights_arg(args.weights))
-    results = classify(args.images, model, top=args.top, batch_size=args.batch_size, backend=args.backend,
-                       device=args.device)
+    from ..inference import classify
+
+    results = classify(args.images, args.model, weights=args.weights, top=args.top, batch_size=args.batch_size,
+                       backend=args.backend, device=args.device)
     return print_results(results, args.json)

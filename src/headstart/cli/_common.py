@@ -1,40 +1,36 @@
-"""Arguments and parsers shared by several subcommands."""
+"""Pieces shared by the subcommands. Nothing heavy is imported here: `headstart --help` must start in a blink."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from ..errors import HeadstartError
+from ..config import add_setting_arguments
+
+__all__ = ["add_verbose", "add_model_arguments", "add_backend_arguments", "print_results", "at_least",
+           "report_skipped"]
+
+MAX_SKIP_LINES = 20
 
 
-def add_model_arguments(p: argparse.ArgumentParser, default: str | None = "lite0") -> None:
-    """The Keras switches, shared by every command that builds a model."""
-    g = p.add_argument_group("model")
-    if default is not None:
-        g.add_argument("--model", "-m", default=default, help=f"model name (default: {default}); see `headstart models`")
-    g.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (default), 'none' for random init, or a .pth/.safetensors path")
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` on a subcommand (not given: the top-level value stands)."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="log details: the backend chosen and why, exports, cache use; tracebacks of internal errors")
 
 
-def weights_arg(value: str) -> str | None:
-    return None if value.lower() == "none" else value
+def add_model_arguments(p: argparse.ArgumentParser, *, model: bool = True) -> None:
+    """--model/--weights, with the words and help of ExtractConfig (one declaration for every command)."""
+    from ..features import ExtractConfig
+
+    add_setting_arguments(p, ExtractConfig, only=("model", "weights") if model else ("weights",), defaults=True)
 
 
-def parse_shape(value: str | None) -> tuple[int, int, int] | None:
-    """'300,300' or '480x640' → (300, 300, 3)."""
-    if value is None:
-        return None
-    parts = value.replace("x", ",").replace("×", ",").split(",")
-    try:
-        nums = [int(v) for v in parts if v.strip()]
-    except ValueError:
-        nums = []
-    if len(nums) == 3 and nums[2] == 3:
-        nums = nums[:2]
-    if len(nums) != 2:
-        raise HeadstartError(f"--input-shape expects HEIGHT,WIDTH such as 300,300 or 480,640; received {value!r}.")
-    return nums[0], nums[1], 3
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """--backend/--device: how the network runs; the results agree across backends within PARITY_TOL."""
+    from ..features import ExtractConfig
+
+    add_setting_arguments(p, ExtractConfig, only=("backend", "device"), defaults=True)
 
 
 def print_results(results, as_json: bool) -> int:
@@ -51,13 +47,13 @@ def print_results(results, as_json: bool) -> int:
     return 1 if any(not r.ok for r in results) else 0
 
 
-def add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    """How the network runs; the results agree across backends within headstart.backends.PARITY_TOL."""
-    g = p.add_argument_group("execution")
-    g.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
-                   help="auto (default): ONNX Runtime on a CPU when installed, parity-checked and faster, "
-                        "else PyTorch; the choice is printed with -v and recorded")
-    g.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1 …")
+def report_skipped(skipped: list[tuple[str, str]], where: str | None = None) -> None:
+    """One `error: PATH: CAUSE` line per unreadable input (the first 20; the rest are in ``where``)."""
+    for path, reason in skipped[:MAX_SKIP_LINES]:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    if len(skipped) > MAX_SKIP_LINES:
+        more = f" in {where}" if where else ""
+        print(f"... and {len(skipped) - MAX_SKIP_LINES} more{more}", file=sys.stderr)
 
 
 def at_least(minimum: int):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import make_elpv
 
 
 def add_parser(sub) -> None:
@@ -19,6 +18,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data import make_elpv
+
     counts = make_elpv(args.out)
     total = sum(counts.values())
     print(f"wrote {total:,} images to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

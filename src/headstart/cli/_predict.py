@@ -5,7 +5,6 @@ import argparse
 import json
 import sys
 
-from ..train import load
 from ._common import add_backend_arguments, at_least, print_results
 
 
@@ -22,36 +21,47 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     add_backend_arguments(p)
     p.set_defaults(func=run_predict)
-    e = sub.add_parser("evaluate", help="score a trained run on labelled images",
+    e = sub.add_parser("evaluate", help="score a trained run on labelled images it has not seen",
                        description="Accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion "
                                    "matrix of a trained run on DATA (a folder of class folders — its test/ split "
-                                   "if it has one — or a CSV path,label).",
-                       epilog="example:\n  headstart evaluate runs/elpv data/elpv --json",
+                                   "if it has one — or a CSV path,label). Images the run trained or validated on "
+                                   "(recognized by content) are left out, and the count is printed.",
+                       epilog="examples:\n  headstart evaluate runs/elpv data/elpv --json\n"
+                              "  headstart evaluate runs/elpv data/elpv/train --include-seen   # a training score",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", metavar="RUN")
     e.add_argument("data", metavar="DATA")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--include-seen", action="store_true",
+                   help="also score images the run trained or validated on (labelled as such in the JSON)")
     add_backend_arguments(e)
     e.set_defaults(func=run_evaluate)
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from ..run import load
+
     return print_results(load(args.run).predict(args.images, top=args.top, backend=args.backend,
-                                                       device=args.device), args.json)
+                                                device=args.device), args.json)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    m = load(args.run).evaluate(args.data, backend=args.backend, device=args.device)
+    from ..run import load
+
+    m = load(args.run).evaluate(args.data, include_seen=args.include_seen, backend=args.backend, device=args.device)
     for s in m["skipped"]:
         print(f"error: {s['path']}: {s['reason']}", file=sys.stderr)
     if args.json:
         print(json.dumps(m, indent=2))
-    else:
-        print(f"accuracy {m['accuracy']:.2%}  balanced accuracy {m['balanced_accuracy']:.2%}  (n={m['n']})")
-        for c, v in m["per_class"].items():
-            print(f"  {c:<20} precision {v['precision']:.3f}  recall {v['recall']:.3f}  f1 {v['f1']:.3f}  "
-                  f"support {v['support']}")
-        print("confusion matrix (rows: true, columns: predicted; order " + ", ".join(m["classes"]) + "):")
-        for row in m["confusion_matrix"]:
-            print("  " + " ".join(f"{v:6d}" for v in row))
+        return 1 if m["skipped"] else 0
+    if m["excluded_seen"]:
+        print(f"left out {m['excluded_seen']} images this run trained or validated on (--include-seen scores them)")
+    seen = " (including images it trained on)" if args.include_seen else ""
+    print(f"accuracy {m['accuracy']:.2%}  balanced accuracy {m['balanced_accuracy']:.2%}  (n={m['n']}){seen}")
+    for c, v in m["per_class"].items():
+        print(f"  {c:<20} precision {v['precision']:.3f}  recall {v['recall']:.3f}  f1 {v['f1']:.3f}  "
+              f"support {v['support']}")
+    print("confusion matrix (rows: true, columns: predicted; order " + ", ".join(m["classes"]) + "):")
+    for row in m["confusion_matrix"]:
+        print("  " + " ".join(f"{v:6d}" for v in row))
     return 1 if m["skipped"] else 0

@@ -1,15 +1,14 @@
 """Images in, tensors out: reading files and folders, and the preprocessing that matches the weights."""
-from ._dataset import Splits as Splits
-from ._dataset import load_splits as load_splits
-from ._elpv import make_elpv as make_elpv
-from ._images import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
-from ._images import ImageInput as ImageInput
-from ._images import load_image as load_image
-from ._images import read_image_file as read_image_file
-from ._preprocess import Preprocessing as Preprocessing
-from ._sources import Item as Item
-from ._sources import SourceError as SourceError
-from ._sources import read_source as read_source
+from ..lazy import attach as _attach
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageInput", "load_image", "read_image_file", "Preprocessing", "Item",
-           "SourceError", "read_source", "Splits", "load_splits", "make_elpv"]
+__getattr__, __dir__ = _attach(__name__, {
+    "IMAGE_EXTENSIONS": "._images:IMAGE_EXTENSIONS", "ImageInput": "._images:ImageInput",
+    "load_image": "._images:load_image", "read_image_file": "._images:read_image_file",
+    "Preprocessing": "._preprocess:Preprocessing", "AUGMENT": "._preprocess:AUGMENT",
+    "Item": "._sources:Item", "SourceError": "._sources:SourceError", "read_source": "._sources:read_source",
+    "Splits": "._dataset:Splits", "load_splits": "._dataset:load_splits", "IMBALANCE_RATIO": "._dataset:IMBALANCE_RATIO",
+    "make_elpv": "._elpv:make_elpv",
+})
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageInput", "load_image", "read_image_file", "Preprocessing", "AUGMENT", "Item",
+           "SourceError", "read_source", "Splits", "load_splits", "IMBALANCE_RATIO", "make_elpv"]

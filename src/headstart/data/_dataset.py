@@ -6,8 +6,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sklearn.model_selection import train_test_split
-
 from ._sources import Item, SourceError, read_csv, scan_folder
 
 __all__ = ["Splits", "load_splits", "IMBALANCE_RATIO"]
@@ -86,6 +84,8 @@ def _split(items: list[Item], fraction: float, seed: int, name: str) -> tuple[li
         rare = [k for k, v in counts.items() if v < 2]
         raise SourceError(f"Cannot make a stratified {name} split: classes {rare} have fewer than 2 images. "
                           f"Add images, or provide a {name}/ folder yourself.")
+    from sklearn.model_selection import train_test_split
+
     # At least one image of each class in the new split, at least one left in the other.
     n = min(max(len(counts), round(fraction * len(items))), len(items) - len(counts))
     try:

@@ -11,8 +11,6 @@ import os
 import shutil
 from pathlib import Path
 
-from sklearn.model_selection import train_test_split
-
 from ..errors import HeadstartError
 
 __all__ = ["make_elpv"]
@@ -29,6 +27,8 @@ def _package_dir() -> Path:
 
 def make_elpv(out: str | os.PathLike, *, test_size: float = 0.25, seed: int = 0) -> dict[str, int]:
     """Write ``out/{train,test}/{functional,defective}/cellNNNN.png`` and ``out/labels.csv``; return counts."""
+    from sklearn.model_selection import train_test_split
+
     src = _package_dir()
     rows = []
     with open(src / "labels.csv") as f:

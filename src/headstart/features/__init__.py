@@ -1,11 +1,12 @@
 """Standalone feature extraction: a layer's output for every image, streamed to a resumable store."""
-from ._extract import ExtractConfig as ExtractConfig
-from ._extract import ExtractStats as ExtractStats
-from ._extract import extract as extract
-from ._model import POOLING_MODES as POOLING_MODES
-from ._model import FeatureModel as FeatureModel
-from ._store import FeatureSet as FeatureSet
-from ._store import IncompleteStoreError as IncompleteStoreError
+from ..lazy import attach as _attach
 
-__all__ = ["ExtractConfig", "ExtractStats", "extract", "FeatureModel", "FeatureSet", "IncompleteStoreError",
-           "POOLING_MODES"]
+__getattr__, __dir__ = _attach(__name__, {
+    "ExtractConfig": "._config:ExtractConfig", "POOLING_MODES": "._config:POOLING_MODES", "DTYPES": "._config:DTYPES",
+    "ExtractStats": "._extract:ExtractStats", "extract": "._extract:extract",
+    "FeatureModel": "._model:FeatureModel", "feature_model_for": "._model:feature_model_for",
+    "FeatureSet": "._store:FeatureSet", "IncompleteStoreError": "._store:IncompleteStoreError",
+})
+
+__all__ = ["ExtractConfig", "ExtractStats", "extract", "FeatureModel", "feature_model_for", "FeatureSet",
+           "IncompleteStoreError", "POOLING_MODES", "DTYPES"]

@@ -1,8 +1,10 @@
 """``extract``: run a folder / CSV / file list through a network and save one layer's features to a store.
 
-Decoding runs in DataLoader worker processes while the main process runs the network under
-``torch.inference_mode()`` with channels_last tensors; features stream to a memory-mapped file chunk by chunk,
-so memory stays flat as the dataset grows and an interrupted run resumes where it stopped.
+The runner (``headstart.runner``) decodes, preprocesses and runs the network in worker processes; features stream
+to a memory-mapped file chunk by chunk, so memory stays flat as the dataset grows and an interrupted run resumes
+where it stopped. A rerun on unchanged inputs answers from ``meta.json`` and the inputs' fingerprints alone (no
+network, no torch); when the backend is ONNX Runtime and the export of this model, layer and input size is cached,
+the extraction itself runs without importing torch.
 """
 from __future__ import annotations
 
@@ -12,29 +14,27 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from ..data import Item, read_image_file, read_source
-from ..errors import HeadstartError, ImageLoadError
+from .._version import __version__
+from ..backends import BackendInfo, batch_size_for, choose_ort, find_export, onnxruntime_available, runs_on_cpu
+from ..data import Item, Preprocessing, read_source
+from ..errors import HeadstartError
 from ..models import get_spec
-from ..backends import batch_size_for
+from ..runner import run_batches
 from ..weights import sha256_file
-from ._device_decode import decode_batch, read_raw_jpeg
-from ._model import FeatureModel
+from ._config import ExtractConfig
 from ._store import META, WORK, FeatureSet, StoreWriter
 
-__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_model_for", "default_workers", "batch_loader"]
+__all__ = ["ExtractConfig", "ExtractStats", "extract"]
 
 _logger = logging.getLogger(__name__)
 
-DTYPES = ("float32", "float16")
 # JPEGs are decoded at a reduced scale (Pillow draft mode) only down to DRAFT_FACTOR × the resize target, so the
 # final antialiased resize still averages several decoded pixels per output pixel. Measured on 12-MP photos
 # (benchmarks/extract.py): 2.6× faster decoding, features within what re-saving the JPEG at quality 95 changes.
@@ -42,36 +42,9 @@ DRAFT_FACTOR = 4
 
 
 @dataclass
-class ExtractConfig:
-    """Everything that determines the features; the store records it and a rerun compares it."""
-
-    model: str = "lite0"
-    layer: str | None = None  # None: pooled pre-classifier vector (VGG: fc2)
-    pooling: str = "avg"  # avg | max | avgmax | none
-    weights: str | None = "imagenet"
-    input_shape: tuple[int, int, int] | None = None
-    dtype: str = "float32"
-    draft: bool = True  # reduced-size JPEG decoding
-    capture: str = "output"  # "input": what enters `layer` (the cut point of partial fine-tuning)
-    gpu_decode: bool = False  # decode JPEGs on the GPU (nvJPEG) and resize there; needs device cuda
-    # Execution settings: they change speed, not the features (the backends agree within backends.PARITY_TOL).
-    batch_size: int | None = None  # None: 4 per CPU worker (small batches run fastest single-threaded); GPU: fit
-    workers: int | None = None  # None: one per core
-    chunk_batches: int = 8  # batches per resumable chunk
-    backend: str = "auto"  # auto | torch | onnxruntime (see headstart.backends)
-    device: str | None = None  # None/"auto": CUDA when available, else CPU
-    compile: bool = False  # torch.compile the network (torch backend; pays off on long GPU runs)
-
-    def identity(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("batch_size", "workers", "chunk_batches", "backend", "device", "compile"):
-            d.pop(k)
-        d["input_shape"] = list(self.input_shape) if self.input_shape else None
-        return d
-
-
-@dataclass
 class ExtractStats:
+    """What one ``extract`` call did."""
+
     images: int = 0
     extracted: int = 0
     skipped: int = 0
@@ -86,93 +59,15 @@ class ExtractStats:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def default_workers() -> int:
-    """One worker process per core, each decoding and running the network single-threaded."""
-    return max(1, os.cpu_count() or 1)
+@dataclass
+class _Network:
+    """The network side of an extraction: what runs, and what the store records about it."""
 
-
-class _Batches(Dataset):
-    """Decodes a batch and (in CPU mode) runs the network on it, inside a DataLoader worker.
-
-    On a few-core CPU, one single-threaded network per core beats one multi-threaded network fed by decoding
-    workers: no thread synchronization, no oversubscription, and decoding overlaps with the other worker's
-    compute (benchmarks/RESULTS.md). The model is shared with the workers copy-on-write (fork).
-    """
-
-    def __init__(self, items: Sequence[Item], transform: Callable, draft_size: tuple[int, int] | None,
-                 fm: Callable | None, raw_jpeg: bool = False):
-        self.items, self.transform, self.draft_size, self.fm = items, transform, draft_size, fm
-        self.raw_jpeg = raw_jpeg  # JPEGs travel undecoded, for the device to decode (_device_decode.py)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _load(self, i: int):
-        try:
-            im, sha, (w, h) = read_image_file(self.items[i].path, draft_size=self.draft_size)
-            return self.transform(im), (sha, w, h, None)
-        except ImageLoadError as exc:
-            return None, ("", 0, 0, exc.cause)
-        except Exception as exc:  # a decoder bug must not end a 20,000-image run; the image is skipped
-            return None, ("", 0, 0, f"{type(exc).__name__}: {exc}")
-
-    def __getitems__(self, idx: list[int]):
-        if self.raw_jpeg:
-            loaded = [read_raw_jpeg(self.items[i].path) or self._load(i) for i in idx]
-            return idx, [t for t, _ in loaded], [info for _, info in loaded]
-        loaded = [self._load(i) for i in idx]
-        good = [t for t, _ in loaded if t is not None]
-        x = torch.stack(good) if good else None
-        if x is not None and self.fm is not None and getattr(self.fm, "runs_in_workers", True):
-            x = np.asarray(self.fm(x))
-        return idx, x, [info for _, info in loaded]
-
-
-def _identity(batch):
-    return batch
-
-
-class _WorkerInit:
-    def __init__(self, threads: int):
-        self.threads = threads
-
-    def __call__(self, _):
-        torch.set_num_threads(self.threads)
-
-
-def batch_loader(items: Sequence[Item], transform: Callable, fn: Callable | None, batches: list[list[int]], *,
-                 workers: int | None = None, draft: tuple[int, int] | None = None,
-                 device_decode: Callable | None = None) -> Iterator[tuple]:
-    """Yields (indices, fn(batch) as numpy, per-item (sha256, width, height, error)) for each batch, in order.
-
-    On the CPU ``fn`` (a backend from :func:`headstart.backends.prepare`) runs inside the worker processes,
-    single-threaded; on a GPU (``fn.runs_in_workers`` false) the workers decode into pinned memory and the main
-    process runs ``fn`` while they decode the next batches. ``device_decode`` (a tensor transform; main-process
-    ``fn`` only; extract checks that) makes the workers send JPEGs undecoded and decodes them on ``fn.device``.
-    """
-    workers = default_workers() if workers is None else workers
-    in_workers = fn is None or getattr(fn, "runs_in_workers", True)
-    # Workers are forked after the parent has used OpenMP; a forked child that enters an OpenMP parallel region
-    # can deadlock, so each worker runs single-threaded (one network per core is the fast layout anyway).
-    ds = _Batches(items, transform, draft, fn, raw_jpeg=device_decode is not None)
-    loader = DataLoader(ds, batch_sampler=batches, num_workers=workers,
-                        collate_fn=_identity, worker_init_fn=_WorkerInit(1), prefetch_factor=2 if workers else None,
-                        pin_memory=not in_workers and torch.cuda.is_available())
-    if in_workers:
-        yield from loader
-        return
-    for idx, x, infos in loader:
-        if device_decode is not None:
-            x = decode_batch(x, infos, device_decode, lambda k, idx=idx: ds._load(idx[k]), fn.device)
-        yield idx, (fn(x) if x is not None else None), infos
-
-
-def feature_model_for(config: ExtractConfig) -> FeatureModel:
-    # Random-init models are seeded so that a resumed extraction computes exactly what the first run did.
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return FeatureModel(config.model, layer=config.layer, pooling=config.pooling, weights=config.weights,
-                            input_shape=config.input_shape, capture=config.capture)
+    fn: Callable
+    info: BackendInfo
+    preprocessing: Preprocessing
+    feature_shape: tuple[int, ...]
+    about: dict[str, Any]  # model, architecture, layer, preprocessing, feature shape (what meta.json records)
 
 
 def _fingerprint(config: ExtractConfig, items: Sequence[Item]) -> dict[str, Any]:
@@ -233,13 +128,7 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     Returns:
         The :class:`FeatureSet`; ``.stats`` tells what this call did (cached, resumed, computed, skipped).
     """
-    config = replace(config or ExtractConfig(), **overrides)
-    if config.dtype not in DTYPES:
-        raise HeadstartError(f"dtype must be one of {', '.join(DTYPES)}; received {config.dtype!r}.")
-    if config.batch_size is not None and config.batch_size < 1:
-        raise HeadstartError(f"batch_size must be at least 1; received {config.batch_size}.")
-    if config.workers is not None and config.workers < 0:
-        raise HeadstartError(f"workers must be ≥ 0 (0: decode in this process); received {config.workers}.")
+    config = replace(config or ExtractConfig(), **overrides).check()
     t0 = time.perf_counter()
     items = read_source(source)
     out = Path(out)
@@ -250,19 +139,17 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
                                     seconds=time.perf_counter() - t0)
         _logger.info("%s is up to date: no model work done", out)
         return cached
-    fm = feature_model_for(config)
-    fn, info = _backend_for(fm, config)
-    if config.gpu_decode and fn.runs_in_workers:
+    net = _network(config, fingerprint)
+    if config.gpu_decode and net.fn.runs_in_workers:
         raise HeadstartError("--gpu-decode needs the network on a GPU (--device cuda); this run uses "
-                             f"{info.name} on the CPU workers.")
-    config = replace(config, batch_size=config.batch_size or batch_size_for(fn, (3, *fm.model.input_size), 4))
+                             f"{net.info.name} on the CPU workers.")
+    input_size = (3, *net.preprocessing.input_size)
+    config = replace(config, batch_size=config.batch_size or batch_size_for(net.fn, input_size, 4))
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    writer = StoreWriter(out, fingerprint, len(items), fm.feature_shape, config.dtype, config.batch_size,
+    writer = StoreWriter(out, fingerprint, len(items), net.feature_shape, config.dtype, config.batch_size,
                          config.chunk_batches, created)
-    stats = _run(fm, fn, items, writer, config, progress)
-    meta = _meta(fm, config, fingerprint)
-    meta["backend"] = info.to_dict()
-    counts = writer.finalize(meta)
+    stats = _run(net, items, writer, config, progress)
+    counts = writer.finalize({**_meta(net.about, config, fingerprint), "backend": net.info.to_dict()})
     stats.images, stats.extracted, stats.skipped = counts["images"], counts["extracted"], counts["skipped"]
     stats.seconds = time.perf_counter() - t0
     fs = FeatureSet.load(out)
@@ -270,36 +157,67 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     return fs
 
 
-def _backend_for(fm: FeatureModel, config: ExtractConfig):
+def _network(config: ExtractConfig, fingerprint: dict[str, Any]) -> _Network:
+    """The cached ONNX export found by identity (no torch), or the model built in PyTorch and prepared."""
+    identity = {"task": "features", **fingerprint["config"], "weights_sha256": fingerprint["weights_sha256"]}
+    if config.backend != "torch" and not config.gpu_decode and runs_on_cpu(config.device) \
+            and onnxruntime_available():
+        found = find_export(identity)
+        why = choose_ort(config.backend, found[1]) if found else None
+        if found and why:
+            from ..backends import OrtFn
+
+            path, record, about = found
+            info = BackendInfo("onnxruntime", "cpu", why, record["parity"], str(path),
+                               record.get("speed", {}))
+            _log_backend(info, "the cached export, found without building the model")
+            return _Network(OrtFn(path), info, Preprocessing.from_dict(about["preprocessing"]),
+                            tuple(about["feature_shape"]), about)
     from ..backends import prepare
+    from ._model import feature_model_for
 
+    fm = feature_model_for(config)
+    about = {"model": fm.model.config.name, "architecture": fm.model.config.arch,
+             "layer": fm.layer_name or "(pooled pre-classifier features)", "preprocessing": fm.preprocessing.to_dict(),
+             "feature_shape": list(fm.feature_shape)}
     fn, info = prepare(fm.as_module(), (3, *fm.model.input_size), backend=config.backend, device=config.device,
-                       compile=config.compile)
+                       compile=config.compile, identity=identity, about=about)
+    _log_backend(info)
+    return _Network(fn, info, fm.preprocessing, fm.feature_shape, about)
+
+
+def _log_backend(info: BackendInfo, source: str = "") -> None:
     parity = f", parity {info.parity:.1e}" if info.parity is not None else ""
-    _logger.info("backend: %s on %s (%s%s; single-threaded img/s %s)", info.name, info.device, info.reason, parity,
-                 info.speed or "not measured")
-    return fn, info
+    via = f"; {source}" if source else ""
+    _logger.info("backend: %s on %s (%s%s; single-threaded img/s %s%s)", info.name, info.device, info.reason, parity,
+                 info.speed or "not measured", via)
 
 
-def _run(fm: FeatureModel, fn: Callable, items: Sequence[Item], writer: StoreWriter, config: ExtractConfig,
-         progress: bool) -> ExtractStats:
+def _plan(writer: StoreWriter, n: int) -> tuple[list[list[int]], list[int]]:
+    """Batches of the chunks not finished yet, and the chunk of each batch."""
     done = writer.done_chunks()
-    stats = ExtractStats(resumed_chunks=len(done))
     cs = writer.chunk_size
     batches, batch_chunk = [], []
     for c in range(writer.n_chunks):
         if c in done:
             continue
-        rows = list(range(c * cs, min((c + 1) * cs, len(items))))
+        rows = list(range(c * cs, min((c + 1) * cs, n)))
         for b in range(0, len(rows), writer.batch_size):
             batches.append(rows[b:b + writer.batch_size])
             batch_chunk.append(c)
+    return batches, batch_chunk
+
+
+def _run(net: _Network, items: Sequence[Item], writer: StoreWriter, config: ExtractConfig,
+         progress: bool) -> ExtractStats:
+    stats = ExtractStats(resumed_chunks=len(writer.done_chunks()))
+    batches, batch_chunk = _plan(writer, len(items))
     if not batches:
         return stats
-    draft = (DRAFT_FACTOR * min(fm.preprocessing.resize_size),) * 2 if config.draft else None
-    device_decode = fm.preprocessing.tensor_transform() if config.gpu_decode else None
-    loader = batch_loader(items, fm.preprocessing.transform(), fn, batches, workers=config.workers, draft=draft,
-                          device_decode=device_decode)
+    pre = net.preprocessing
+    draft = (DRAFT_FACTOR * min(pre.resize_size),) * 2 if config.draft else None
+    loader = run_batches(items, pre.array_transform(), net.fn, batches, workers=config.workers, draft=draft,
+                         device_decode=pre.tensor_transform() if config.gpu_decode else None)
     np_dtype = np.dtype(config.dtype)
     pending_rows: dict[int, list] = {}
     pending_feats: dict[int, dict[int, np.ndarray]] = {}
@@ -360,16 +278,13 @@ class _progress_bar:
             self.bar.stop()
 
 
-def _meta(fm: FeatureModel, config: ExtractConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    from .. import __version__
-
+def _meta(about: dict[str, Any], config: ExtractConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    shape = about["feature_shape"]
     return {
-        "format": "headstart-features/1",
-        "model": fm.model.config.name, "architecture": fm.model.config.arch,
-        "weights": config.weights, "weights_sha256": fingerprint["weights_sha256"],
-        "layer": fm.layer_name or "(pooled pre-classifier features)", "pooling": config.pooling,
-        "preprocessing": fm.preprocessing.to_dict(), "draft_decoding": config.draft,
-        "feature_shape": list(fm.feature_shape), "layout": "channels_last" if len(fm.feature_shape) == 3 else "flat",
+        "format": "headstart-features/1", "model": about["model"], "architecture": about["architecture"],
+        "weights": config.weights, "weights_sha256": fingerprint["weights_sha256"], "layer": about["layer"],
+        "pooling": config.pooling, "preprocessing": about["preprocessing"], "draft_decoding": config.draft,
+        "feature_shape": list(shape), "layout": "channels_last" if len(shape) == 3 else "flat",
         "dtype": config.dtype, "headstart_version": __version__,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "fingerprint": fingerprint,
     }

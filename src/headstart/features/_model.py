@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import HeadstartError, UnknownLayerError
 from ..models import HeadstartModel, create_model
-from ..models._layers import Layer
+from ._config import POOLING_MODES, ExtractConfig
 
-__all__ = ["POOLING_MODES", "FeatureModel", "pool_features"]
+if TYPE_CHECKING:
+    from ..models import Layer
 
-# avg / max: global pooling of a map; avgmax: both, concatenated (2×C numbers, as fastai's concat pooling);
-# none: the map itself, stored channels-last (H, W, C) as Keras shows it.
-POOLING_MODES = ("avg", "max", "avgmax", "none")
+__all__ = ["POOLING_MODES", "FeatureModel", "pool_features", "feature_model_for"]
 _VGG_TOP_LAYERS = ("flatten", "fc1", "fc2", "predictions")  # exist only with include_top=True
 
 
@@ -44,7 +44,7 @@ def pool_features(t: torch.Tensor, mode: str) -> torch.Tensor:
 @dataclass
 class _Target:
     model: HeadstartModel
-    layer: Layer | None  # None: the model's final feature map
+    layer: "Layer | None"  # None: the model's final feature map
 
 
 class FeatureModel:
@@ -160,6 +160,14 @@ class _FeatureModule(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"layer={self._fm.layer_name!r}, pooling={self._fm.pooling!r}, capture={self._fm.capture!r}"
+
+
+def feature_model_for(config: ExtractConfig) -> FeatureModel:
+    # Random-init models are seeded so that a resumed extraction computes exactly what the first run did.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return FeatureModel(config.model, layer=config.layer, pooling=config.pooling, weights=config.weights,
+                            input_shape=config.input_shape, capture=config.capture)
 
 
 def _is_vgg(name: str) -> bool:

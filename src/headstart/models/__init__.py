@@ -1,14 +1,15 @@
 """The model zoo: names → timm architectures with their weights, Keras' switches, layers and summary."""
-from ._factory import create_model as create_model
-from ._factory import imagenet_labels as imagenet_labels
-from ._model import HeadstartModel as HeadstartModel
-from ._model import ModelConfig as ModelConfig
-from ._model import Prediction as Prediction
-from ._registry import ModelSpec as ModelSpec
-from ._registry import get_spec as get_spec
-from ._registry import list_models as list_models
-from ._registry import register_model as register_model
-from ._registry import weights_available as weights_available
+from ..lazy import attach as _attach
 
-__all__ = ["create_model", "imagenet_labels", "HeadstartModel", "ModelConfig", "Prediction", "ModelSpec",
-           "get_spec", "list_models", "register_model", "weights_available"]
+__getattr__, __dir__ = _attach(__name__, {
+    "create_model": "._factory:create_model", "imagenet_labels": "._factory:imagenet_labels",
+    "HeadstartModel": "._model:HeadstartModel", "ModelConfig": "._model:ModelConfig",
+    "Prediction": "._prediction:Prediction", "FromCut": "._model:FromCut",
+    "Probabilities": "._model:Probabilities", "Layer": "._layers:Layer", "stage_paths": "._layers:stage_paths",
+    "parse_head": "._heads:parse_head",
+    "ModelSpec": "._registry:ModelSpec", "get_spec": "._registry:get_spec", "list_models": "._registry:list_models",
+    "register_model": "._registry:register_model", "weights_available": "._registry:weights_available",
+})
+
+__all__ = ["create_model", "imagenet_labels", "HeadstartModel", "ModelConfig", "Prediction", "FromCut", "Probabilities", "Layer", "stage_paths",
+           "parse_head", "ModelSpec", "get_spec", "list_models", "register_model", "weights_available"]

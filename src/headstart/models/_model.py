@@ -11,9 +11,10 @@ from torch import nn
 from ..data import ImageInput, Preprocessing, load_image
 from ..errors import HeadstartError, UnknownLayerError
 from ._layers import Layer, model_layers
+from ._prediction import Prediction
 from ._registry import ModelSpec
 
-__all__ = ["ModelConfig", "HeadstartModel", "Prediction", "LayerHandle"]
+__all__ = ["ModelConfig", "HeadstartModel", "Prediction", "LayerHandle", "FromCut", "Probabilities"]
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    index: int
-    probability: float
-
-    def __str__(self) -> str:
-        return f"{self.label} ({self.probability * 100:.1f}%)"
 
 
 class LayerHandle:
@@ -205,6 +196,55 @@ class HeadstartModel(nn.Module):
                 results.append([Prediction(self.class_names[j], j, v) for v, j in zip(vals, idxs)])
         self.train(was_training)
         return results
+
+    def explain(self, images: ImageInput | Sequence[ImageInput], target: Any = None, layer: str | None = None,
+                method: str = "gradcam") -> "np.ndarray":
+        """Grad-CAM maps, one (H, W) array in [0, 1] per image at the model's input size: shape (N, H, W).
+
+        ``target``: None (each image's top prediction), a class name or index, or one per image. ``layer``: a
+        name as in ``extract --layer``; default the last convolutional feature map. Needs captum
+        (``pip install 'headstart[explain]'``); :func:`headstart.explain.explain` also returns labels and
+        probabilities. Raises ``ImageLoadError`` for an unreadable image.
+        """
+        import numpy as np
+
+        from ..errors import ImageLoadError
+        from ..explain import explain
+
+        result = explain(self, images, target=target, layer=layer, method=method)
+        for e in result:
+            if not e.ok:
+                raise ImageLoadError(e.path, e.error)
+        return np.stack([e.map for e in result])
+
+
+class Probabilities(nn.Module):
+    """Softmax of a model's logits: what the backends export and run for classify / predict / evaluate."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.net = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).float().softmax(-1)
+
+
+class FromCut(nn.Module):
+    """Runs a model from activations at module ``cut`` (the cached input of that module): a tiny dummy image
+    passes through the frozen prefix and the cut module's input is replaced by the given batch (valid for cuts
+    between sequential stages). What the ``partial`` strategy trains on cached activations."""
+
+    def __init__(self, model: HeadstartModel, cut: str):
+        super().__init__()
+        self.model, self.cut = model, cut
+        self.register_buffer("dummy", torch.zeros(1, 3, model.spec.min_size, model.spec.min_size), persistent=False)
+
+    def forward(self, acts: torch.Tensor) -> torch.Tensor:
+        handle = self.model.get_submodule(self.cut).register_forward_pre_hook(lambda m, args: (acts,))
+        try:
+            return self.model(self.dummy)
+        finally:
+            handle.remove()
 
 
 def keras_shape(shape: Sequence[int]) -> tuple:

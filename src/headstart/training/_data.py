@@ -9,17 +9,13 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from torchvision.transforms import v2 as T
 
-from ..data import Item, Preprocessing, load_image
-from ..data._preprocess import _INTERPOLATION
+from ..data import Item, load_image
 from ..errors import HeadstartError, ImageLoadError
 from ..features import ExtractConfig, FeatureSet, extract
 from ..home import activations_dir
 
-__all__ = ["cached_activations", "tensor_loader", "ImageDataset", "image_loader", "train_transform", "AUGMENT"]
-
-AUGMENT = ("none", "light", "strong")
+__all__ = ["cached_activations", "tensor_loader", "ImageDataset", "image_loader"]
 
 
 def cached_activations(items: Sequence[Item], classes: list[str], config: ExtractConfig, *, progress: bool,
@@ -31,6 +27,12 @@ def cached_activations(items: Sequence[Item], classes: list[str], config: Extrac
     key = json.dumps([config.identity(), [(it.path, it.label) for it in items]], sort_keys=True)
     root = (cache_root or activations_dir()) / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
     fs = extract(list(items), root, config, progress=progress, overwrite=True)
+    from ..cache import note_used, note_written
+
+    if fs.stats.cached:
+        note_used(root)
+    else:
+        note_written(root, f"cached activations of {config.model} ({len(items)} images)")
     if len(fs) == 0:
         raise HeadstartError(f"None of the {len(items)} images could be read; see {root / 'skipped.csv'}.")
     x = torch.from_numpy(np.array(fs.features))  # a writable copy in memory (the store is read-only)
@@ -45,26 +47,6 @@ def tensor_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: b
     g = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(x.float() if x.dtype == torch.float16 else x, y), batch_size=batch_size,
                       shuffle=train, generator=g)
-
-
-def train_transform(pre: Preprocessing, strength: str) -> T.Compose:
-    """Augmentation suited to photos and inspection images: crops, flips, small rotations, light colour jitter."""
-    if strength not in AUGMENT:
-        raise HeadstartError(f"augment must be one of {', '.join(AUGMENT)}; received {strength!r}.")
-    if strength == "none":
-        return pre.transform()
-    h, w = pre.input_size
-    interp = _INTERPOLATION[pre.interpolation]
-    strong = strength == "strong"
-    ops = [T.RandomResizedCrop((h, w), scale=(0.6 if strong else 0.8, 1.0), ratio=(0.9, 1.1), interpolation=interp,
-                               antialias=True),
-           T.RandomHorizontalFlip(),
-           T.RandomRotation(15 if strong else 5, interpolation=T.InterpolationMode.BILINEAR),
-           T.ColorJitter(0.3, 0.3) if strong else T.ColorJitter(0.1, 0.1)]
-    if strong:
-        ops.insert(2, T.RandomVerticalFlip())
-    return T.Compose([*ops, T.PILToTensor(), T.ToDtype(torch.float32, scale=True),
-                      T.Normalize(mean=list(pre.mean), std=list(pre.std))])
 
 
 class ImageDataset(Dataset):

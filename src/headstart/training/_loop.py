@@ -1,8 +1,9 @@
 """The training loop shared by the head, partial and fine-tuning strategies.
 
 AdamW with parameter groups (discriminative learning rates), linear warm-up then cosine decay, label smoothing,
-optional class weights, early stopping on validation accuracy with the best weights restored, bf16 autocast on
-CUDA, and a live progress bar.
+optional class weights, early stopping on the validation metric (accuracy or balanced accuracy) with the best
+weights restored, bf16 autocast on CUDA, and a live progress bar. The device and the checkpoints are arguments:
+the loop trains wherever it is told (a GPU when the run chose one) and saves where it is told.
 """
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 from torch import nn
 
-from ._checkpoint import current as current_checkpoints
+from ..data import IMBALANCE_RATIO
 
-__all__ = ["History", "fit", "evaluate_loader"]
+if TYPE_CHECKING:
+    from ..data import Splits
+    from ._checkpoint import Checkpoints
+
+__all__ = ["History", "fit", "evaluate_loader", "class_weights", "gradual_unfreezing", "score"]
 
 
 @dataclass
@@ -26,6 +31,7 @@ class History:
     train_acc: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
+    val_score: list[float] = field(default_factory=list)  # the choice metric (== val_acc for "accuracy")
     best_epoch: int = -1
     seconds: float = 0.0
     stopped_early: bool = False
@@ -34,9 +40,47 @@ class History:
     def best_val_acc(self) -> float:
         return self.val_acc[self.best_epoch] if self.best_epoch >= 0 else 0.0
 
+    @property
+    def best_val_score(self) -> float:
+        return self.val_score[self.best_epoch] if self.best_epoch >= 0 else 0.0
+
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("train_loss", "train_acc", "val_loss", "val_acc", "best_epoch",
-                                              "seconds", "stopped_early")}
+        return {k: getattr(self, k) for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_score",
+                                              "best_epoch", "seconds", "stopped_early")}
+
+
+def score(y_true, y_pred, metric: str, n_classes: int) -> float:
+    """Accuracy, or balanced accuracy (the mean per-class recall over the classes present)."""
+    import numpy as np
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        return 0.0
+    if metric == "accuracy":
+        return float((y_true == y_pred).mean())
+    recalls = [float((y_pred[y_true == k] == k).mean()) for k in range(n_classes) if (y_true == k).any()]
+    return float(sum(recalls) / len(recalls))
+
+
+def class_weights(splits: "Splits", balance: str) -> torch.Tensor | None:
+    """Inverse-frequency class weights for the loss when classes are skewed (``balance``: auto | on | off)."""
+    on = balance == "on" or (balance == "auto" and splits.imbalance() > IMBALANCE_RATIO)
+    if not on:
+        return None
+    y = torch.tensor(splits.y("train"))
+    counts = torch.bincount(y, minlength=len(splits.classes)).float().clamp(min=1)
+    return counts.sum() / (len(counts) * counts)
+
+
+def gradual_unfreezing(model: nn.Module) -> Callable[[int], None]:
+    """Epoch 0 trains the head alone (a random head's large gradients would wreck pretrained features);
+    from epoch 1 every layer trains."""
+
+    def on_epoch(epoch: int) -> None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(epoch > 0 or name.startswith("head."))
+
+    return on_epoch
 
 
 def _autocast(device: torch.device):
@@ -47,11 +91,11 @@ def _autocast(device: torch.device):
 
 @torch.no_grad()
 def evaluate_loader(module: nn.Module, loader: Iterable, device: torch.device,
-                    loss_fn: Callable | None = None) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, logits) of ``module`` on ``loader`` (batches of (x, y)), in eval mode."""
+                    loss_fn: Callable | None = None, targets: bool = False) -> tuple:
+    """(mean loss, accuracy, logits[, targets]) of ``module`` on ``loader`` (batches of (x, y)), in eval mode."""
     was = module.training
     module.eval()
-    total, correct, loss_sum, outs = 0, 0, 0.0, []
+    total, correct, loss_sum, outs, ys = 0, 0, 0.0, [], []
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device):
@@ -61,22 +105,26 @@ def evaluate_loader(module: nn.Module, loader: Iterable, device: torch.device,
         correct += (logits.argmax(1) == y).sum().item()
         total += len(y)
         outs.append(logits.cpu())
+        ys.append(y.cpu())
     module.train(was)
-    return loss_sum / max(total, 1), correct / max(total, 1), torch.cat(outs) if outs else torch.empty(0)
+    out = (loss_sum / max(total, 1), correct / max(total, 1), torch.cat(outs) if outs else torch.empty(0, 0))
+    return (*out, torch.cat(ys) if ys else torch.empty(0, dtype=torch.long)) if targets else out
 
 
 def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *, epochs: int,
+        device: torch.device | str = "cpu", checkpoints: "Checkpoints | None" = None, name: str = "train",
         warmup_epochs: float = 1.0, weight_decay: float = 0.01, label_smoothing: float = 0.1,
-        class_weights: torch.Tensor | None = None, patience: int = 4, device: torch.device | None = None,
-        progress: bool = True, desc: str = "train", deadline: float | None = None,
+        class_weights: torch.Tensor | None = None, patience: int = 4, metric: str = "accuracy",
+        progress: bool = True, deadline: float | None = None,
         on_epoch: Callable[[int], None] | None = None) -> History:
-    """Train ``module`` in place; the weights of the best validation epoch are restored at the end.
+    """Train ``module`` in place on ``device``; the weights of the best validation epoch are restored at the end.
 
-    ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``deadline``
-    (a ``time.perf_counter()`` value) stops training after the epoch that passes it. ``on_epoch(e)`` runs before
-    each epoch (gradual unfreezing).
+    ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``checkpoints``
+    (``None``: none) saves every epoch under ``name`` and, when resuming, continues after the last saved one.
+    ``deadline`` (a ``time.perf_counter()`` value) stops training after the epoch that passes it. ``on_epoch(e)``
+    runs before each epoch (gradual unfreezing). ``metric`` (accuracy | balanced_accuracy) picks the best epoch.
     """
-    device = device or torch.device("cpu")
+    device = torch.device(device)
     module.to(device)
     steps_per_epoch = max(1, len(train_loader))
     opt, sched = _optimizer(param_groups, weight_decay, epochs * steps_per_epoch,
@@ -84,7 +132,7 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     cw = class_weights.to(device) if class_weights is not None else None
     loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
-    ckpt = current_checkpoints()
+    ckpt, desc = checkpoints, name
     generator = getattr(train_loader, "generator", None)
     restored = ckpt.restore(desc, module, opt, sched, generator) if ckpt is not None else None
     run = _Run.from_checkpoint(*restored) if restored is not None else _Run()  # --resume: after the last epoch
@@ -106,9 +154,10 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 on_epoch(epoch)
             tloss, tacc = _train_epoch(module, train_loader, opt, sched, loss_fn, device, deadline,
                                        lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None))
-            vloss, vacc, _ = evaluate_loader(module, val_loader, device, eval_loss)
+            vloss, vacc, logits, targets = evaluate_loader(module, val_loader, device, eval_loss, targets=True)
+            vscore = score(targets, logits.argmax(1), metric, logits.shape[1]) if len(logits) else 0.0
             run.last_epoch_seconds = time.perf_counter() - epoch_start
-            run.record(module, epoch, tloss, tacc, vloss, vacc)
+            run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
             if run.bad >= patience or (deadline is not None and time.perf_counter() > deadline):
                 hist.stopped_early = epoch < epochs - 1
                 checkpoint(epoch, True)
@@ -141,10 +190,12 @@ class _Run:
     start_epoch: int = 0
     finished: bool = False
 
-    def record(self, module: nn.Module, epoch: int, tloss: float, tacc: float, vloss: float, vacc: float) -> None:
-        for name, value in (("train_loss", tloss), ("train_acc", tacc), ("val_loss", vloss), ("val_acc", vacc)):
+    def record(self, module: nn.Module, epoch: int, tloss: float, tacc: float, vloss: float, vacc: float,
+               vscore: float) -> None:
+        for name, value in (("train_loss", tloss), ("train_acc", tacc), ("val_loss", vloss), ("val_acc", vacc),
+                            ("val_score", vscore)):
             getattr(self.hist, name).append(value)
-        key = (vacc, -vloss)
+        key = (vscore, -vloss)
         if self.best_key is None or key > self.best_key:
             self.best_key, self.bad, self.hist.best_epoch = key, 0, epoch
             self.best_state = copy.deepcopy(module.state_dict())

@@ -7,14 +7,12 @@ that a checkpoint is whole. No pickle: tensors go to safetensors, everything els
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -22,26 +20,10 @@ from safetensors.torch import load_file
 from ..atomic import atomic_write_json, atomic_write_safetensors, fsync_dir
 from ..errors import HeadstartError
 
-__all__ = ["Checkpoints", "checkpointing", "current", "CHECKPOINT_DIR"]
+__all__ = ["Checkpoints", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = ".checkpoints"
 _FORMAT = "headstart-checkpoint/1"
-_CURRENT: contextvars.ContextVar["Checkpoints | None"] = contextvars.ContextVar("headstart_checkpoints",
-                                                                                  default=None)
-
-
-def current() -> "Checkpoints | None":
-    """The checkpoints of the run being trained (set by :func:`checkpointing`), or None."""
-    return _CURRENT.get()
-
-
-@contextlib.contextmanager
-def checkpointing(ckpt: "Checkpoints") -> Iterator["Checkpoints"]:
-    token = _CURRENT.set(ckpt)
-    try:
-        yield ckpt
-    finally:
-        _CURRENT.reset(token)
 
 
 @dataclass

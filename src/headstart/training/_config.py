@@ -1,0 +1,91 @@
+"""``TrainConfig``: everything `headstart train` accepts; saved as the run's resolved configuration.
+
+Declared with :func:`headstart.config.setting`: each field's help, choices and range are written once, the
+``train`` command's flags are generated from them, and :meth:`TrainConfig.check` is the one validation, whoever
+the caller. Which strategies use a setting comes from the strategy records (:mod:`._strategies`).
+Imports nothing heavy.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..config import check_settings, parse_shape, parse_weights, setting
+from ..errors import HeadstartError
+from ._strategies import AUTO, STRATEGIES, check_applies
+
+__all__ = ["TrainConfig", "STRATEGY_CHOICES", "METRICS"]
+
+STRATEGY_CHOICES = (*STRATEGIES, AUTO)
+METRICS = ("accuracy", "balanced_accuracy")
+
+
+@dataclass
+class TrainConfig:
+    """Everything `headstart train` accepts; saved as the run's resolved configuration."""
+
+    model: str = setting("lite0", "model name; see `headstart models`", short="-m", group="model")
+    strategy: str = setting("auto", "probe, head, partial, finetune, or auto (all within --budget, best on val)",
+                            choices=STRATEGY_CHOICES, short="-s", group="model")
+    weights: str | None = setting("imagenet", "'imagenet' (default), 'none' for random init, or a "
+                                  ".pth/.safetensors path", parse=parse_weights, group="model")
+    input_shape: tuple[int, int, int] | None = setting(
+        None, "HEIGHT,WIDTH of the network input (default: the weights' size)", parse=parse_shape, metavar="H,W",
+        group="model")
+    head: str = setting("avg,dropout:0.2", "new head, e.g. flatten,dense:1024:relu", group="model")
+    unfreeze_from: str | None = setting(None, "partial: first layer that trains (e.g. blocks.5, block5_conv1); "
+                                        "default: the last --unfreeze-stages stages", group="model")
+    unfreeze_stages: int = setting(1, "partial: train the last K stages", minimum=1, group="model")
+    epochs: int = setting(20, "max epochs for head/partial; early stopping usually ends sooner", minimum=1,
+                          group="optimization")
+    # ~3.5 min per ELPV epoch on a 2-core CPU; the cosine schedule spans these
+    finetune_epochs: int = setting(3, "max epochs for finetune", minimum=1, group="optimization")
+    batch_size: int = setting(32, "images per training step", minimum=1, group="optimization")
+    lr: float = setting(1e-3, "head learning rate", above=0, group="optimization")
+    backbone_lr_mult: float = setting(0.1, "backbone LR = lr × this (discriminative learning rates)", minimum=0,
+                                      maximum=1, group="optimization")
+    layer_decay: float = setting(0.7, "finetune: each earlier stage trains at this × the next stage's LR",
+                                 minimum=0, maximum=1, group="optimization")
+    weight_decay: float = setting(0.01, "AdamW weight decay", minimum=0, maximum=10, group="optimization")
+    label_smoothing: float = setting(0.1, "label smoothing of the loss", minimum=0, maximum=1, group="optimization")
+    augment: str | None = setting(None, "augmentation (default: none for cached strategies, light for finetune); "
+                                  "with head/partial it trains on images instead of cached features",
+                                  choices=("none", "light", "strong"), group="optimization")
+    bn: str = setting("frozen", "BatchNorm statistics when layers train on images: frozen (Keras' advice for "
+                      "small data) or train", choices=("frozen", "train"), group="optimization")
+    patience: int = setting(5, "early-stopping patience in epochs", minimum=1, group="optimization")
+    balance: str = setting("auto", "class-weighted loss (auto: on when the largest class is > 1.5× the smallest)",
+                           choices=("auto", "on", "off"), group="optimization")
+    metric: str = setting("accuracy", "what decides the choice between strategies and settings",
+                          choices=METRICS, group="data and budget")
+    val_split: float = setting(0.15, "validation fraction carved out of the training images", minimum=0, below=1,
+                               group="data and budget")
+    test_split: float = setting(0.15, "test fraction, used when DATA has no test/ folder", minimum=0, below=1,
+                                group="data and budget")
+    seed: int = setting(0, "random seed (splits, initialization, shuffling)", group="data and budget")
+    budget: float = setting(840.0, "seconds for auto: the ELPV demo fits in 20 minutes on a 2-core CPU", above=0,
+                            group="data and budget")
+    workers: int | None = setting(None, "worker processes for feature extraction (default: one per core)",
+                                  minimum=0, group="data and budget")
+    device: str | None = setting(None, "where training and extraction run: auto (CUDA if available), cpu, cuda, "
+                                 "cuda:1 …", group="data and budget")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape) if self.input_shape else None
+        return d
+
+    def check(self, given: set[str] | None = None) -> "TrainConfig":
+        """Refuse values and strategy/setting combinations that make no sense, saying what would.
+
+        ``given``: the settings the user chose explicitly (flags, config file); each must be used by the strategy.
+        """
+        check_settings(self)
+        if self.val_split + self.test_split >= 1:
+            raise HeadstartError(f"val_split + test_split must leave images to train on; received "
+                                 f"{self.val_split} + {self.test_split}.")
+        given = set(given or ())
+        if self.unfreeze_from:
+            given.add("unfreeze_from")
+        check_applies(self.strategy, given - {"strategy"})
+        return self

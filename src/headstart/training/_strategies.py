@@ -1,0 +1,324 @@
+"""The four ways to train on the user's images, as data: one :class:`Strategy` record each.
+
+- ``probe``: cached pooled features + logistic regression (seconds).
+- ``head``: frozen backbone + a new head, trained on cached features (on images with ``--augment``).
+- ``partial``: layers before a cut stay frozen; the rest trains on cached activations at the cut (on images with
+  ``--augment``). Frozen BatchNorm layers keep their statistics.
+- ``finetune``: every layer, on augmented images, with discriminative learning rates (layer-wise decay) after the
+  head has been trained first (gradual unfreezing).
+
+A record says what trains, on what, which settings apply, its warm-up and its parameter groups; ``auto``, the
+CLI's help, the setting checks and the training loop all read the records instead of testing names. Every
+strategy returns a :class:`HeadstartModel` that classifies images end to end, so they compare on equal terms.
+
+Importing this module is cheap (the command line reads the records): torch and the training code are imported
+inside the functions that run.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import HeadstartError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data import Splits
+    from ..models import HeadstartModel
+    from ._checkpoint import Checkpoints
+    from ._config import TrainConfig
+    from ._loop import History
+
+__all__ = ["Strategy", "StrategyResult", "TrainContext", "STRATEGIES", "AUTO", "AUTO_SETTINGS", "check_applies",
+           "run_strategy", "cut_point", "freeze_before", "layerwise_groups"]
+
+AUTO = "auto"
+AUTO_SETTINGS = ("budget",)  # settings only `auto` uses
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to train: what it trains, on what, which settings it uses, and how its optimizer is set up."""
+
+    name: str
+    trains: str  # what trains (help and README table)
+    data: str  # what it iterates over
+    settings: tuple[str, ...]  # TrainConfig fields it uses (giving another strategy's setting is refused)
+    run: Callable[["Strategy", "TrainContext"], "StrategyResult"]
+    epochs_setting: str | None = None  # the TrainConfig field that bounds its epochs (None: closed form)
+    warmup_epochs: float = 1.0  # linear LR warm-up; short when the head arrives trained
+    param_groups: Callable[["HeadstartModel", "TrainConfig"], list[dict]] | None = None  # freezes, returns groups
+    head_first: bool = False  # train the head on cached features before the layers (gradual unfreezing)
+
+    def epochs(self, config: "TrainConfig") -> int:
+        return getattr(config, self.epochs_setting) if self.epochs_setting else 0
+
+
+@dataclass
+class StrategyResult:
+    name: str
+    model: "HeadstartModel"
+    val_acc: float
+    seconds: float
+    history: "History | None" = None
+    details: dict[str, Any] = field(default_factory=dict)
+    val_score: float | None = None  # the choice metric on validation (accuracy or balanced accuracy)
+
+    @property
+    def score(self) -> float:
+        return self.val_acc if self.val_score is None else self.val_score
+
+
+@dataclass
+class TrainContext:
+    """What a strategy run needs besides its record: data, settings, device, checkpoints, time, earlier results."""
+
+    splits: "Splits"
+    config: "TrainConfig"
+    device: "torch.device"
+    checkpoints: "Checkpoints | None" = None
+    progress: bool = True
+    deadline: float | None = None
+    results: list[StrategyResult] = field(default_factory=list)
+
+    def fit_kw(self, strategy: Strategy, epochs: int | None = None, on_epoch: Callable | None = None
+               ) -> dict[str, Any]:
+        from ._loop import class_weights
+
+        c = self.config
+        return dict(epochs=epochs or strategy.epochs(c), weight_decay=c.weight_decay,
+                    warmup_epochs=strategy.warmup_epochs, label_smoothing=c.label_smoothing,
+                    class_weights=class_weights(self.splits, c.balance), patience=c.patience,
+                    progress=self.progress, name=strategy.name, deadline=self.deadline, on_epoch=on_epoch,
+                    device=self.device, checkpoints=self.checkpoints, metric=c.metric)
+
+
+def check_applies(strategy: str, given: set[str]) -> None:
+    """Settings the user gave explicitly must be used by ``strategy`` (a flag that silently does nothing is a bug
+    in the user's command, and they deserve to hear about it)."""
+    for setting in sorted(given):
+        users = [s.name for s in STRATEGIES.values() if setting in s.settings]
+        if setting in AUTO_SETTINGS:
+            users = [AUTO]
+        if not users or strategy in users or (strategy == AUTO and setting not in AUTO_SETTINGS):
+            continue
+        raise HeadstartError(
+            f"--{setting.replace('_', '-')} does not apply to strategy {strategy!r} (it is used by "
+            f"{', '.join(users)}). Drop it, or choose --strategy {users[0]}" + (" (or auto)." if users[0] != AUTO
+                                                                              else "."))
+
+
+def run_strategy(name: str, ctx: TrainContext) -> StrategyResult:
+    if name not in STRATEGIES:
+        raise HeadstartError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)} or auto.")
+    strategy = STRATEGIES[name]
+    t0 = time.perf_counter()
+    result = strategy.run(strategy, replace(ctx, config=replace(ctx.config, strategy=name)))
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# -- shared pieces --------------------------------------------------------------------------------------------
+
+def _base(config: "TrainConfig", classes: list[str], head: str) -> "HeadstartModel":
+    import torch
+
+    from ..models import create_model
+
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, weights=config.weights, include_top=False, input_shape=config.input_shape,
+                         head=head, classes=len(classes))
+    model.class_names = list(classes)
+    return model
+
+
+def _extract_cfg(ctx: TrainContext, **kw):
+    from ..features import ExtractConfig
+
+    c = ctx.config
+    return ExtractConfig(model=c.model, weights=c.weights, input_shape=c.input_shape, workers=c.workers,
+                         device=str(ctx.device), **kw)
+
+
+def _cached_loaders(ctx: TrainContext, ecfg):
+    from ._data import cached_activations, tensor_loader
+
+    s, c = ctx.splits, ctx.config
+    xtr, ytr, _ = cached_activations(s.train, s.classes, ecfg, progress=ctx.progress)
+    xva, yva, _ = cached_activations(s.val, s.classes, ecfg, progress=ctx.progress)
+    return (tensor_loader(xtr, ytr, c.batch_size, train=True, seed=c.seed),
+            tensor_loader(xva, yva, 256, train=False))
+
+
+def _on_images(config: "TrainConfig") -> bool:
+    return config.augment not in (None, "none")
+
+
+def _result(strategy: Strategy, model, hist, **details) -> StrategyResult:
+    return StrategyResult(strategy.name, model, hist.best_val_acc, 0.0, hist, details,
+                          val_score=hist.best_val_score)
+
+
+# -- parameter groups (each freezes what does not train and returns AdamW groups) -------------------------------
+
+def head_groups(model: "HeadstartModel", config: "TrainConfig") -> list[dict]:
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    return [{"params": list(model.head.parameters()), "lr": config.lr}]
+
+
+def partial_groups(model: "HeadstartModel", config: "TrainConfig") -> list[dict]:
+    freeze_before(model, cut_point(model, config)[1])
+    backbone = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    return [{"params": backbone, "lr": config.lr * config.backbone_lr_mult},
+            {"params": list(model.head.parameters()), "lr": config.lr}]
+
+
+def layerwise_groups(model: "HeadstartModel", config: "TrainConfig") -> list[dict]:
+    """AdamW groups: the head at ``lr``; the last stage at ``lr × backbone_lr_mult``, each earlier stage
+    ``× layer_decay`` more.
+
+    The stem (before the first stage) goes with the first stage, layers after the last stage (e.g. conv_head)
+    with the last; parameters are registered in forward order in timm models.
+    """
+    from ..models import stage_paths
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+    stages = stage_paths(model)
+    buckets: list[list] = [[] for _ in stages]
+    head, current = [], 0
+    for name, p in model.named_parameters():
+        if name.startswith("head."):
+            head.append(p)
+            continue
+        for i, stage in enumerate(stages):
+            if name.startswith(stage + "."):
+                current = i
+        buckets[current].append(p)
+    base = config.lr * config.backbone_lr_mult
+    groups = [{"params": head, "lr": config.lr}]
+    groups += [{"params": ps, "lr": base * config.layer_decay ** (len(stages) - 1 - i)}
+               for i, ps in enumerate(buckets) if ps]
+    return groups
+
+
+def cut_point(model: "HeadstartModel", config: "TrainConfig") -> tuple[str, str]:
+    """(layer name to capture, module path of the cut): everything from the cut on trains."""
+    from ..models import stage_paths
+
+    if config.unfreeze_from:
+        layer = model.resolve_layer(config.unfreeze_from)
+        return config.unfreeze_from, (layer.param_modules[0] if layer.param_modules else layer.output_module)
+    stages = stage_paths(model)
+    k = max(1, min(config.unfreeze_stages, len(stages)))
+    return stages[-k].removeprefix("backbone."), stages[-k]
+
+
+def freeze_before(model: "HeadstartModel", cut: str) -> None:
+    """requires_grad=False for every parameter registered before module ``cut`` (forward order in timm)."""
+    trainable = False
+    for name, p in model.named_parameters():
+        if name.startswith(cut + ".") or name.startswith("head."):
+            trainable = True
+        p.requires_grad_(trainable)
+    if not any(p.requires_grad for n, p in model.named_parameters() if n.startswith(cut + ".")):
+        raise HeadstartError(f"Cannot unfreeze from {cut!r}: no parameters found there. Pick a layer with weights "
+                             f"(`headstart summary {model.config.name}`).")
+
+
+# -- how each strategy runs -----------------------------------------------------------------------------------
+
+def _run_probe(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
+    from ._probe import fit_probe
+
+    model = _base(ctx.config, ctx.splits.classes, "avg")
+    details, score, acc = fit_probe(model, ctx, _extract_cfg(ctx, pooling="avg"))
+    return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score)
+
+
+def _run_head(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
+    if _on_images(ctx.config):
+        return _run_on_images(strategy, ctx)
+    from ..models import parse_head
+    from ._loop import fit
+
+    config = ctx.config
+    first = parse_head(config.head)[:1]
+    pooling = first[0][0] if first and first[0][0] in ("avg", "max") else "none"
+    model = _base(config, ctx.splits.classes, config.head)
+    groups = strategy.param_groups(model, config)
+    hist = fit(model.head, *_cached_loaders(ctx, _extract_cfg(ctx, pooling=pooling)), groups,
+               **ctx.fit_kw(strategy))
+    return _result(strategy, model, hist)
+
+
+def _run_partial(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
+    if _on_images(ctx.config):
+        return _run_on_images(strategy, ctx)
+    from ..models import FromCut
+    from ._loop import fit
+
+    config = ctx.config
+    model = _base(config, ctx.splits.classes, config.head)
+    layer_name, cut = cut_point(model, config)
+    groups = strategy.param_groups(model, config)
+    ecfg = _extract_cfg(ctx, layer=layer_name, capture="input", pooling="none", dtype="float16")
+    hist = fit(FromCut(model, cut), *_cached_loaders(ctx, ecfg), groups, **ctx.fit_kw(strategy))
+    return _result(strategy, model, hist, unfreeze_from=layer_name)
+
+
+def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
+    """Gradual unfreezing: the head is trained first on cached features (or taken from the ``head`` strategy's
+    result when ``auto`` already ran it with the same head), then every layer trains on augmented images."""
+    head = next((r for r in ctx.results if r.name == "head" and r.model.config.head == ctx.config.head), None)
+    if head is None:
+        head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None)))
+    r = _run_on_images(strategy, ctx, head_state=head.model.head.state_dict())
+    r.details["head_first"] = f"{head.val_acc:.4f} val after the head stage"
+    return r
+
+
+def _run_on_images(strategy: Strategy, ctx: TrainContext, head_state: dict | None = None) -> StrategyResult:
+    from ._data import image_loader
+    from ._loop import fit, gradual_unfreezing
+
+    config, splits = ctx.config, ctx.splits
+    model = _base(config, splits.classes, config.head)
+    if head_state is not None:
+        model.head.load_state_dict(head_state)
+    # Small datasets (and ones unlike ImageNet, e.g. grayscale) shift batch statistics; Keras' advice for
+    # fine-tuning is to keep BatchNorm in inference mode. The BN weights still train.
+    model.freeze_bn_stats = config.bn == "frozen"
+    augment = config.augment or "light"
+    tr = image_loader(splits.train, splits.classes, model.preprocessing.train_transform(augment), config.batch_size,
+                      train=True, seed=config.seed, workers=1)
+    va = image_loader(splits.val, splits.classes, model.preprocessing.transform(), 64, train=False, workers=1)
+    groups = strategy.param_groups(model, config)
+    on_epoch = gradual_unfreezing(model) if strategy.head_first and head_state is None else None
+    hist = fit(model, tr, va, groups, **ctx.fit_kw(strategy, on_epoch=on_epoch))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return _result(strategy, model, hist, augment=augment)
+
+
+# Settings of the epoch loop (finetune uses `epochs` for its head stage).
+_LOOP = ("epochs", "lr", "patience", "batch_size", "weight_decay", "label_smoothing")
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("probe", "logistic regression on pooled features (C chosen on validation)", "cached features",
+             settings=(), run=_run_probe),
+    Strategy("head", "a new head (--head) on a frozen backbone", "cached features; images with --augment",
+             settings=("head", "augment", "bn", *_LOOP), run=_run_head, epochs_setting="epochs",
+             param_groups=head_groups),
+    Strategy("partial", "the last K stages (--unfreeze-stages) or everything from --unfreeze-from LAYER",
+             "cached activations at the cut; images with --augment",
+             settings=("head", "augment", "bn", "unfreeze_from", "unfreeze_stages", "backbone_lr_mult", *_LOOP),
+             run=_run_partial, epochs_setting="epochs", param_groups=partial_groups),
+    Strategy("finetune", "every layer, layer-wise learning rates, head first then all (gradual unfreezing)",
+             "augmented images",
+             settings=("head", "augment", "bn", "finetune_epochs", "backbone_lr_mult", "layer_decay", *_LOOP),
+             run=_run_finetune, epochs_setting="finetune_epochs", warmup_epochs=0.25,  # the head arrives trained
+             param_groups=layerwise_groups, head_first=True),
+)}

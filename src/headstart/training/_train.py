@@ -1,0 +1,149 @@
+"""``train``: data → strategies → the winner on validation → test once → a run directory (:mod:`headstart.run`)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import HeadstartError
+from ._config import TrainConfig
+from ._strategies import AUTO, STRATEGIES, StrategyResult, TrainContext, run_strategy
+
+if TYPE_CHECKING:
+    from ..data import Splits
+    from ..models import HeadstartModel
+
+__all__ = ["train", "TrainResult", "choose_winner"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    strategy: str
+    val_accuracy: float
+    test: dict[str, Any] | None
+    table: list[dict[str, Any]] = field(default_factory=list)
+    model: "HeadstartModel | None" = None
+
+
+def choose_winner(results: Sequence[StrategyResult]) -> StrategyResult:
+    """Highest validation score (the run's metric); on a tie the earlier (cheaper) strategy. Validation only."""
+    order = list(STRATEGIES)
+    return max(results, key=lambda r: (round(r.score, 6), -order.index(r.name)))
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None, *,
+          progress: bool = True, log=None, resume: bool = False, overwrite: bool = False,
+          given: set[str] | None = None, **overrides) -> TrainResult:
+    """Train on the labelled images in ``data`` and write the run directory ``out``.
+
+    ``config.strategy`` is one of probe, head, partial, finetune, or auto (all within ``config.budget`` seconds,
+    chosen on the validation split; the test split is scored once, for the winner). Every epoch is checkpointed
+    in ``out/.checkpoints``; after an interruption, ``resume=True`` with the same arguments continues from the
+    last finished epoch (finished training loops are not repeated). The checkpoints are removed on success.
+    A finished run in ``out`` is replaced only with ``overwrite=True``. ``given``: the settings the user chose
+    (each must apply to the strategy).
+    """
+    from ..atomic import remove_if_failed
+    from ..backends import resolve_device
+    from ..data import load_splits
+    from ._checkpoint import Checkpoints
+
+    config = replace(config or TrainConfig(), **overrides).check(given)
+    say = log or (lambda msg: _logger.info(msg))
+    splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    device = resolve_device(config.device)
+    out = Path(out)
+    _refuse_finished(out, resume, overwrite)
+    with remove_if_failed(out, keep=lambda: any((out / ".checkpoints").glob("*.safetensors"))):
+        out.mkdir(parents=True, exist_ok=True)
+        record = {k: v for k, v in config.to_dict().items() if k not in ("workers", "device")}
+        ckpt = Checkpoints.open(out, {"config": record, "data": splits.source, "counts": splits.counts(),
+                                      "classes": splits.classes}, resume)
+        if resume:
+            say(f"resuming from the checkpoints in {ckpt.root}")
+        say(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images, classes "
+            f"{', '.join(splits.classes)} (imbalance {splits.imbalance():.2f}×); device {device}")
+        ctx = TrainContext(splits, config, device, ckpt, progress)
+        results = _run_strategies(ctx, say)
+        winner = choose_winner(results)
+        result = _finish(out, winner, results, ctx, say)
+        ckpt.clear()
+    _write_report(out, say)
+    return result
+
+
+def _refuse_finished(out: Path, resume: bool, overwrite: bool) -> None:
+    from ..run import CONFIG
+
+    if (out / CONFIG).is_file() and not resume and not overwrite and not (out / ".checkpoints").is_dir():
+        raise HeadstartError(f"{out} already holds a finished run; it would be overwritten. Pass --overwrite "
+                             f"(overwrite=True) to replace it, or choose another --out.")
+
+
+def _run_strategies(ctx: TrainContext, say) -> list[StrategyResult]:
+    import torch
+
+    config = ctx.config
+    torch.manual_seed(config.seed)
+    if config.strategy != AUTO:
+        return [run_strategy(config.strategy, ctx)]
+    spent = ctx.checkpoints.spent() if ctx.checkpoints is not None else 0.0  # a resumed run keeps its budget
+    deadline = time.perf_counter() + config.budget - spent
+    for name in STRATEGIES:
+        left = deadline - time.perf_counter()
+        if left <= 0 and ctx.results:  # the first strategy always runs: auto must return a model
+            say(f"auto: budget of {config.budget:.0f} s spent; skipping {name}")
+            continue
+        say(f"auto: {name} ({left:.0f} s of budget left)")
+        r = run_strategy(name, replace(ctx, deadline=deadline))
+        say(f"auto: {name}: val {config.metric.replace('_', ' ')} {r.score:.2%} in {r.seconds:.0f} s")
+        ctx.results.append(r)
+    return ctx.results
+
+
+def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult], ctx: TrainContext, say
+            ) -> TrainResult:
+    from ..evaluate import evaluate_items
+    from ..inference import predictor_for
+    from ..run import hash_files, save_run
+
+    splits, config = ctx.splits, ctx.config
+    test, predictions = None, None
+    if splits.test:
+        say(f"scoring the winner ({winner.name}) on the {len(splits.test)} test images, once")
+        predictor = predictor_for(winner.model, device=str(ctx.device))
+        test = evaluate_items(predictor, splits.test, workers=config.workers)
+        predictions = test.pop("predictions")
+    table = [{"strategy": r.name, "val_accuracy": r.val_acc, f"val_{config.metric}": r.score,
+              "seconds": round(r.seconds, 1), **r.details} for r in results]
+    metrics = {"strategy": winner.name, "val_accuracy": winner.val_acc, "metric": config.metric,
+               "val_score": winner.score, "device": str(ctx.device), "strategies": table, "test": test,
+               "histories": {r.name: r.history.to_dict() for r in results if r.history}}
+    record = {**config.to_dict(), "data": splits.source, "split_counts": splits.counts(), "classes": splits.classes}
+    seen = {"train": hash_files(it.path for it in splits.train), "val": hash_files(it.path for it in splits.val)}
+    save_run(out, winner.model, winner.name, record, metrics, predictions, seen)
+    return TrainResult(out, winner.name, winner.val_acc, test, table, winner.model)
+
+
+def _write_report(out: Path, say) -> None:
+    """The browsable report (report.html) when a test split was scored; a failure here never fails the run."""
+    from ..run import PREDICTIONS
+
+    if not (out / PREDICTIONS).is_file():
+        return
+    try:
+        from ..report import write_report
+    except ImportError:  # the report module is optional in this build
+        return
+    try:
+        path = write_report(out)
+        say(f"report: {path}")
+    except Exception as exc:  # the run itself is complete and saved; say why the page is missing
+        _logger.warning("the run is saved, but its report could not be written (%s: %s); try `headstart report %s`",
+                        type(exc).__name__, exc, out)
