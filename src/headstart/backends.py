@@ -142,6 +142,16 @@ class OrtFn:
             self._session, self._pid = _session(self.path, self.threads), os.getpid()
         return self._session
 
+    def open(self) -> "OrtFn":
+        """Load the model now, in this process: a damaged file is a clear error here, not a crash in a worker
+        (and a single batch run in this process reuses the session)."""
+        try:
+            self._get()
+        except Exception as exc:
+            raise HeadstartError(f"{self.path}: not a loadable ONNX model ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]}). Export again (`headstart export RUN --format onnx`).") from None
+        return self
+
     def __call__(self, x: "torch.Tensor | np.ndarray") -> np.ndarray:
         x = np.ascontiguousarray(x.numpy() if hasattr(x, "numpy") else x, np.float32)
         return self._get().run(None, {"x": x})[0]
@@ -159,15 +169,6 @@ def _session(path: str, threads: int):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # warnings about unused initializers etc. are noise to a user
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def try_load(path: Path) -> None:
-    """Open the file once here, so that a damaged one is a clear error now and not a crash in a worker."""
-    try:
-        _session(str(path), 1)
-    except Exception as exc:
-        raise HeadstartError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:200]}). "
-                             f"Export again (`headstart export RUN --format onnx`).") from None
 
 
 def module_key(module: "torch.nn.Module", input_size: tuple[int, int, int]) -> str:
@@ -325,20 +326,11 @@ def _describe(module: "torch.nn.Module") -> str:
 
 def identity_key(identity: dict[str, Any]) -> str:
     """A stable key for what identifies a network without building it (see :func:`prepare`)."""
-    from ._version import __version__
+    from ._version import __version__, dist_version
 
-    full = {**identity, "headstart": __version__, "timm": _version_or_none("timm"),
-            "torch": _version_or_none("torch"), "format": _FORMAT}
+    full = {**identity, "headstart": __version__, "timm": dist_version("timm"), "torch": dist_version("torch"),
+            "format": _FORMAT}
     return hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _version_or_none(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
 
 
 def _by_id(cache_dir: Path, key: str) -> Path:
@@ -409,7 +401,7 @@ def prepare(module: "torch.nn.Module", input_size: tuple[int, int, int], *, back
         try:
             if onnx is not None:
                 path, record = Path(onnx), check_export(onnx, module, input_size)
-                try_load(path)
+                OrtFn(path).open()
             else:
                 path, record = _cached_export(module, input_size, cache)
                 if identity is not None:

@@ -105,7 +105,7 @@ def pretrained_predictor(name: str, weights="imagenet", *, backend: str = "auto"
     path, record, about = found
     info = BackendInfo("onnxruntime", "cpu", why, record["parity"], str(path),
                        record.get("speed", {}))
-    return Predictor(OrtFn(path), info, Preprocessing.from_dict(about["preprocessing"]), about["class_names"])
+    return Predictor(OrtFn(path).open(), info, Preprocessing.from_dict(about["preprocessing"]), about["class_names"])
 
 
 def predict_items(predictor: Predictor, items: Sequence[Item], *, batch_size: int = 8, workers: int | None = None

@@ -130,12 +130,10 @@ class TrainedModel:
             record = self.check_export()
             why = choose_ort(backend, record)
             if why:
-                from .backends import OrtFn, try_load
-
-                try_load(self.onnx_path)  # a damaged file is a clear error here, not a crash in a worker
+                from .backends import OrtFn
                 info = BackendInfo("onnxruntime", "cpu", why, record["parity"],
                                    str(self.onnx_path), record.get("speed", {}))
-                return Predictor(OrtFn(self.onnx_path), info, self.preprocessing, self.class_names)
+                return Predictor(OrtFn(self.onnx_path).open(), info, self.preprocessing, self.class_names)
         return predictor_for(self.model, backend=backend, device=device)
 
     def check_export(self) -> dict[str, Any]:
