@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo-out
 
-.PHONY: venv test demo bench fuzz clean
+.PHONY: venv test demo bench quality fuzz clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ demo: venv
 # Every speed figure of issue 5 side by side (about 10 minutes on 2 cores); results go to benchmarks/RESULTS.md.
 bench: venv
 	$(BIN)/python benchmarks/bench.py
+
+# Accuracy side by side (issue 11): a hand-written probe vs headstart on the same splits of ELPV and digits;
+# `$(BIN)/python benchmarks/quality.py --splits 2 --fast` is the quick check. Results: benchmarks/RESULTS.md.
+quality: venv
+	$(BIN)/python benchmarks/quality.py
 
 # The long fuzz run of the image, CSV and config readers (10,000 inputs each).
 fuzz: venv

@@ -66,6 +66,13 @@ class BackendInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def log(self, source: str = "") -> None:
+        """Say (at INFO level: shown with -v) what runs the network and why."""
+        parity = f", parity {self.parity:.1e}" if self.parity is not None else ""
+        via = f"; {source}" if source else ""
+        _logger.info("backend: %s on %s (%s%s; single-threaded img/s %s%s)", self.name, self.device, self.reason,
+                     parity, self.speed or "not measured", via)
+
 
 def onnxruntime_available() -> bool:
     try:

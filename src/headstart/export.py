@@ -2,7 +2,8 @@
 
 The file maps a preprocessed batch (N, 3, H, W; see ``config.json``'s preprocessing) to class probabilities.
 Next to it, ``<file>.json`` records the parity with PyTorch, the input size, the versions, the file's SHA-256 and
-the SHA-256 of the run files it was made from; ``predict`` / ``evaluate`` on the run use the export (on the CPU,
+the SHA-256 of the run files it was made from and the run's views (the file itself is the one-view network:
+average its probabilities over those views, :func:`headstart.views.apply_views`, to reproduce ``predict``); ``predict`` / ``evaluate`` on the run use the export (on the CPU,
 ``--backend auto|onnxruntime``, without importing torch) only while those checksums still match.
 """
 from __future__ import annotations
@@ -36,5 +37,8 @@ def export_run(run_dir: str | os.PathLike, *, format: str = "onnx", out: str | o
     run = load(run_dir)
     module = Probabilities(run.model).eval()
     path = Path(out) if out is not None else run.root / ONNX
-    record = export_onnx(module, (3, *run.model.input_size), path, extra={"source": export_source(run.root)})
+    # The views (config.json "views") are not in the graph: predict/evaluate apply them to the input batch in numpy
+    # before ONNX Runtime, the one function the torch path uses too. The record says so for other consumers.
+    record = export_onnx(module, (3, *run.model.input_size), path,
+                         extra={"source": export_source(run.root), "views": run.views})
     return {"path": str(path), **record}

@@ -19,11 +19,12 @@ from .backends import BackendInfo, batch_size_for, choose_ort, find_export, onnx
 from .data import ImageInput, Item, Preprocessing, load_image
 from .errors import HeadstartError, ImageLoadError
 from .runner import default_workers, plan_batches, run_batches
+from .views import view_ops, with_views
 
 if TYPE_CHECKING:
     from .models import HeadstartModel, Prediction
 
-__all__ = ["ClassifyResult", "Predictor", "classify", "predict_items", "predictor_for", "pretrained_predictor",
+__all__ = ["ClassifyResult", "Predictor", "classify", "classify_images", "predict_items", "predictor_for", "pretrained_predictor",
            "weights_id"]
 
 
@@ -54,6 +55,11 @@ class Predictor:
     info: BackendInfo
     preprocessing: Preprocessing
     class_names: list[str]
+    views: str = "none"  # probabilities are averaged over these views of each image (headstart.views)
+
+    def batch_fn(self) -> Callable:
+        """Preprocessed batch → probabilities, views included: the one function every prediction path calls."""
+        return with_views(self.fn, self.views)
 
 
 def predictor_for(model: "HeadstartModel", *, backend: str = "auto", device: str | None = None, onnx=None,
@@ -64,10 +70,12 @@ def predictor_for(model: "HeadstartModel", *, backend: str = "auto", device: str
 
     model.require_classifier()
     model.eval()
+    views = getattr(model, "views", "none")  # set by the probe's choice, or from a run's config.json
     about = {"class_names": list(model.class_names), "preprocessing": model.preprocessing.to_dict()}
     fn, info = prepare(Probabilities(model), (3, *model.input_size), backend=backend, device=device, onnx=onnx,
                        identity=identity, about=about)
-    return Predictor(fn, info, model.preprocessing, list(model.class_names))
+    info.log()
+    return Predictor(fn, info, model.preprocessing, list(model.class_names), views)
 
 
 def weights_id(name: str, weights: str | os.PathLike | None) -> str | None:
@@ -105,6 +113,7 @@ def pretrained_predictor(name: str, weights="imagenet", *, backend: str = "auto"
     path, record, about = found
     info = BackendInfo("onnxruntime", "cpu", why, record["parity"], str(path),
                        record.get("speed", {}))
+    info.log("the cached export, found without building the model")
     return Predictor(OrtFn(path).open(), info, Preprocessing.from_dict(about["preprocessing"]), about["class_names"])
 
 
@@ -113,19 +122,23 @@ def predict_items(predictor: Predictor, items: Sequence[Item], *, batch_size: in
     """Class probabilities (N × classes; NaN rows for unreadable images) and per-image errors, in input order."""
     size = (3, *predictor.preprocessing.input_size)
     batch_size = batch_size_for(predictor.fn, size, batch_size)
-    batches = plan_batches(len(items), batch_size)
+    if not predictor.fn.runs_in_workers:  # a GPU batch sized for one view: each image runs V times
+        batch_size = max(1, batch_size // len(view_ops(predictor.views)))
+    from .distributed import gather_rows, my_batches
+
+    batches = my_batches(plan_batches(len(items), batch_size))  # under torchrun: this rank's share
     workers = min(default_workers() if workers is None else workers, len(batches))
     probs = np.full((len(items), len(predictor.class_names)), np.nan, np.float32)
     errors: list[str | None] = [None] * len(items)
-    for idx, p, infos in run_batches(items, predictor.preprocessing.array_transform(), predictor.fn, batches,
-                                     workers=workers):
+    for idx, p, infos in run_batches(items, predictor.preprocessing.array_transform(), predictor.batch_fn(),
+                                     batches, workers=workers):
         good = iter(p if p is not None else [])
         for i, (_, _, _, err) in zip(idx, infos):
             if err is None:
                 probs[i] = next(good)
             else:
                 errors[i] = err
-    return probs, errors
+    return gather_rows(probs, errors, batches)
 
 
 def classify(images: Sequence[ImageInput], model: "str | HeadstartModel" = "lite0", *, top: int = 5,
@@ -174,6 +187,31 @@ def classify_files(paths: list[str], predictor: Predictor, top: int, batch_size:
             continue
         order = np.argsort(-p, kind="stable")[:k]
         results.append(ClassifyResult(path, [Prediction(names[j], int(j), float(p[j])) for j in order]))
+    return results
+
+
+def classify_images(images: Sequence[ImageInput], predictor: Predictor, top: int, batch_size: int = 16
+                    ) -> list[ClassifyResult]:
+    """Top-``top`` of in-memory images (PIL, arrays) or files, in this process, through ``predictor.batch_fn()``:
+    the same transform and views as :func:`predict_items`."""
+    from .models import Prediction
+
+    transform, fn = predictor.preprocessing.array_transform(), predictor.batch_fn()
+    results = [ClassifyResult(path=str(im) if isinstance(im, (str, os.PathLike)) else f"<image {i}>")
+               for i, im in enumerate(images)]
+    good: list[tuple[int, np.ndarray]] = []
+    for i, im in enumerate(images):
+        try:
+            good.append((i, transform(load_image(im))))
+        except ImageLoadError as exc:
+            results[i].error = exc.cause
+    names, k = predictor.class_names, min(top, len(predictor.class_names))
+    for start in range(0, len(good), batch_size):
+        chunk = good[start:start + batch_size]
+        probs = np.asarray(fn(np.stack([x for _, x in chunk])))
+        for (i, _), p in zip(chunk, probs):
+            order = np.argsort(-p, kind="stable")[:k]
+            results[i].predictions = [Prediction(names[j], int(j), float(p[j])) for j in order]
     return results
 
 

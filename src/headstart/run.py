@@ -50,7 +50,9 @@ def save_run(out: Path, model: "HeadstartModel", strategy: str, train_config: di
         (out / stale).unlink(missing_ok=True)
     atomic_write_json(out / CONFIG, {
         "format": FORMAT, "model": model.config.to_dict(), "class_names": model.class_names,
-        "preprocessing": model.preprocessing.to_dict(), "strategy": strategy, "headstart_version": __version__})
+        "preprocessing": model.preprocessing.to_dict(), "strategy": strategy,
+        # the views prediction averages over (headstart.views); runs written before views existed have none
+        "views": getattr(model, "views", "none"), "headstart_version": __version__})
     atomic_write_json(out / TRAIN_CONFIG, train_config)
     atomic_write_json(out / SEEN, {"format": "headstart-seen/1", "sha256": seen})
     atomic_write_json(out / METRICS, metrics)
@@ -111,6 +113,11 @@ class TrainedModel:
         return Preprocessing.from_dict(self.config["preprocessing"])
 
     @property
+    def views(self) -> str:
+        """The views every prediction of this run averages over (``none`` for runs made before views)."""
+        return str(self.config.get("views", "none"))
+
+    @property
     def model(self) -> "HeadstartModel":
         if self._model is None:
             self._model = _build(self.root, self.config)
@@ -133,7 +140,11 @@ class TrainedModel:
                 from .backends import OrtFn
                 info = BackendInfo("onnxruntime", "cpu", why, record["parity"],
                                    str(self.onnx_path), record.get("speed", {}))
-                return Predictor(OrtFn(self.onnx_path).open(), info, self.preprocessing, self.class_names)
+                info.log(f"the run's export {self.onnx_path.name}, checked against {MODEL} and {CONFIG}")
+                # The export is the one-view network; the views are applied to its input batch in numpy, by the
+                # same function the torch path uses (Predictor.batch_fn), so both average the same views.
+                return Predictor(OrtFn(self.onnx_path).open(), info, self.preprocessing, self.class_names,
+                                 self.views)
         return predictor_for(self.model, backend=backend, device=device)
 
     def check_export(self) -> dict[str, Any]:
@@ -146,12 +157,14 @@ class TrainedModel:
 
     def predict(self, images: Sequence[ImageInput], top: int = 1, *, backend: str = "auto",
                 device: str | None = None, workers: int | None = None) -> list["ClassifyResult"]:
-        from .inference import classify, classify_files
+        from .inference import classify, classify_files, classify_images
 
         top = min(top, len(self.class_names))
         if images and all(isinstance(im, (str, os.PathLike)) for im in images):
             return classify_files([os.fspath(im) for im in images], self.predictor(backend=backend, device=device),
                                   top, 16, workers)
+        if self.views != "none":  # in memory too, every view is predicted and averaged
+            return classify_images(images, self.predictor(backend=backend, device=device), top)
         return classify(images, self.model, top=top, backend=backend, device=device)
 
     def evaluate(self, data: str | os.PathLike, *, include_seen: bool = False, **kw) -> dict[str, Any]:
@@ -237,4 +250,5 @@ def _build(root: Path, cfg: dict[str, Any]) -> "HeadstartModel":
         raise RunError(f"{root / MODEL} does not match {CONFIG}'s model: {str(exc)[:300]}") from None
     model.preprocessing = Preprocessing.from_dict(cfg["preprocessing"])
     model.class_names = list(cfg["class_names"])
+    model.views = str(cfg.get("views", "none"))
     return model.eval()

@@ -13,7 +13,8 @@ readable images and a per-item ``(sha256, width, height, error)``. Three engines
   while the main process runs the network; with ``device_decode`` they send JPEG bytes and the device decodes.
 
 Batches are numpy arrays (N, 3, H, W) float32 from :meth:`Preprocessing.array_transform`. Sharding across
-machines (``torchrun``) will split ``batches`` here.
+processes and machines (``torchrun``, ``--shard``) happens before the runner: each rank passes only its own
+``batches`` (:mod:`headstart.distributed`, :mod:`headstart.features._shard`).
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ Info = tuple[str, int, int, "str | None"]  # (sha256, width, height, error)
 
 
 def default_workers() -> int:
-    """One worker process per core, each decoding and running the network single-threaded."""
-    return max(1, os.cpu_count() or 1)
+    """One worker process per core, each decoding and running the network single-threaded. Under torchrun the
+    node's cores are shared by its ranks (LOCAL_WORLD_SIZE), so that N ranks do not start N × cores workers."""
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    return max(1, (os.cpu_count() or 1) // ranks_here)
 
 
 def plan_batches(n: int, batch_size: int) -> list[list[int]]:

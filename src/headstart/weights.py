@@ -230,18 +230,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def registered_weights() -> dict[str, WeightsSpec]:
-    """Model name → the weights registered for it (``headstart models``' zoo). Imports the zoo (and timm)."""
-    from .models._registry import MODELS
+    """Model name → the weights registered for it (``headstart models``' zoo)."""
+    from .models import list_models
 
-    return {name: m.weights for name, m in MODELS.items() if m.weights is not None}
+    return {m.name: m.weights for m in list_models() if m.weights is not None}
 
 
 def lookup_weights(name: str, specs: Mapping[str, WeightsSpec] | None = None) -> tuple[str, WeightsSpec]:
     """The registered weights named by a model name, an alias or a weights file name."""
     if specs is None:
-        from .models._registry import _ALIASES
+        from .models import resolve_alias
 
-        specs, name = registered_weights(), _ALIASES.get(name, name)
+        specs, name = registered_weights(), resolve_alias(name)
     if name in specs:
         return name, specs[name]
     for model, spec in specs.items():

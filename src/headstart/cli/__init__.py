@@ -21,24 +21,25 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import HeadstartError, use_cli_words
 from ._common import add_verbose
-from . import (_cache, _classify, _data, _explain, _export, _extract, _models, _predict, _report, _summary, _train,
-               _weights)
+from . import (_cache, _classify, _data, _explain, _export, _extract, _merge, _models, _predict, _report, _summary,
+               _train, _weights)
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (_models, _summary, _classify, _extract, _data, _train, _predict, _export, _cache, _weights, _explain,
-             _report)
+_COMMANDS = (_models, _summary, _classify, _extract, _merge, _data, _train, _predict, _export, _cache, _weights,
+             _explain, _report)
 
 EPILOG = """examples:
   headstart models                                  # what is available, and usable offline now
   headstart classify photo.jpg --top 3              # ImageNet labels with the offline Lite0 weights
-  headstart summary vgg16 --no-top --input-shape 300,300
+  headstart summary vgg16 --weights none --no-top --input-shape 300,300   # the architecture, no download
   headstart extract photos/ --out feats/            # features of every image, resumable
   headstart data elpv data/elpv                     # real demo data (solar cells)
   headstart train data/elpv --out runs/elpv         # auto: tries 4 strategies, keeps the best
   headstart predict runs/elpv cell.png              # use the trained model
   headstart export runs/elpv                        # ONNX file, parity-checked; predict then uses it
   headstart cache --clear activations onnx          # sizes of / clearing $HEADSTART_HOME
+  headstart weights add vgg16-397923af.pth         # place downloaded weights on an offline machine
 
 exit codes: 0 ok, 1 some inputs failed (others processed), 2 bad arguments, 3 cannot write output (disk full,
 read-only, permission), 70 internal error (a bug; -v shows the traceback), 130 interrupted.
@@ -49,6 +50,21 @@ _OS_HINTS = {errno.ENOSPC: "Free disk space or choose --out on another disk. ",
              errno.EDQUOT: "Free space within your quota or choose another --out. ",
              errno.EROFS: "The folder is on a read-only file system: choose another --out. ",
              errno.EACCES: "No permission to write there: choose another --out. "}
+
+
+def _one_of_several(args: argparse.Namespace) -> None:
+    """Under torchrun, rank 0 alone prints results and progress (errors still reach stderr from every rank), and
+    `cuda` means each rank's own GPU."""
+    from ..distributed import is_main, launched, use_local_gpu
+
+    if not launched():
+        return
+    if args.command in ("train", "predict", "evaluate"):
+        use_local_gpu()
+    if not is_main():
+        if hasattr(args, "quiet"):
+            args.quiet = True
+        sys.stdout = open(os.devnull, "w")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _one_of_several(args)
         with use_cli_words():  # messages name flags (--weights none), not Python arguments (weights=None)
             return int(args.func(args) or 0)
     except HeadstartError as exc:

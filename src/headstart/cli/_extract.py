@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
                "  headstart extract list.csv --layer block5_pool --pooling none --model vgg16 --out maps/\n"
                "  headstart extract --model vgg16 --layer list                 # valid layer names and shapes\n"
                "  headstart extract photos/ --out f/ --backend torch -v          # force PyTorch; -v logs the choice\n"
-               "  headstart extract photos/ --out f/ --device cuda --gpu-decode  # GPU: bf16, nvJPEG decoding\n\n"
+               "  headstart extract photos/ --out f/ --device cuda --gpu-decode  # GPU: bf16, nvJPEG decoding\n"
+               "  torchrun --nproc-per-node=4 -m headstart extract photos/ --out f/   # 4 shards, merged by rank 0\n"
+               "  headstart extract photos/ --out f/ --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\n\n"
                "SOURCE: a folder (recursive; class subfolders become labels), a CSV with a 'path' column and an\n"
                "optional 'label' column, or image files. Unreadable images are named on stderr and listed in\n"
                "skipped.csv; the others are extracted (exit code 1 when any was skipped).\n"
@@ -47,6 +49,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     fs = extract(args.source if len(args.source) > 1 else args.source[0], args.out, config,
                  overwrite=args.overwrite, progress=not args.quiet)
+    if fs is None:  # an independent shard (--shard R/W) whose siblings are not all finished yet
+        if not args.quiet:
+            print(f"shard {config.shard} of {args.out} is finished; the last shard to finish merges them all "
+                  f"(or run `headstart merge {args.out}` once every shard is done)")
+        return 0
+    from ..distributed import is_main
+
+    if not is_main():  # under torchrun every rank returns the merged store; rank 0 alone reports it
+        return 0
     _report(fs, args)
     return 1 if fs.stats.skipped else 0
 

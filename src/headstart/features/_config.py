@@ -16,7 +16,7 @@ __all__ = ["ExtractConfig", "POOLING_MODES", "DTYPES"]
 # none: the map itself, stored channels-last (H, W, C) as Keras shows it.
 POOLING_MODES = ("avg", "max", "avgmax", "none")
 DTYPES = ("float32", "float16")
-_EXECUTION = ("batch_size", "workers", "chunk_batches", "backend", "device", "compile")
+_EXECUTION = ("batch_size", "workers", "chunk_batches", "backend", "device", "compile", "shard")
 
 
 @dataclass
@@ -54,6 +54,10 @@ class ExtractConfig:
                                  group="execution")
     compile: bool = setting(False, "torch.compile the network (torch backend; pays off on long GPU runs)",
                             group="execution")
+    shard: str | None = setting(None, "R/W: extract only shard R of W (0-based) into OUT/shards, e.g. a SLURM "
+                                "array task ($SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); the last shard to "
+                                "finish merges them. Under torchrun the ranks shard by themselves",
+                                metavar="R/W", group="execution")
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine the features (what a rerun compares); execution settings left out."""
@@ -65,4 +69,8 @@ class ExtractConfig:
 
     def check(self) -> "ExtractConfig":
         check_settings(self)
+        if self.shard is not None:
+            from ..distributed import parse_shard
+
+            parse_shard(self.shard)
         return self

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .._version import __version__
+from ..atomic import remove_if_failed
 from ..backends import BackendInfo, batch_size_for, choose_ort, find_export, onnxruntime_available, runs_on_cpu
 from ..data import Item, Preprocessing, read_source
 from ..errors import HeadstartError
@@ -90,8 +91,14 @@ def _fingerprint(config: ExtractConfig, items: Sequence[Item]) -> dict[str, Any]
             "inputs_sha256": h.hexdigest(), "n": len(items)}
 
 
-def _prepare_out(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> FeatureSet | None:
-    """Return the existing store on a cache hit; clear or refuse a store that does not match."""
+def _prepare_out(out: Path, fingerprint: dict[str, Any], overwrite: bool, sharded: bool = False
+                 ) -> FeatureSet | None:
+    """Return the existing store on a cache hit; clear or refuse a store that does not match.
+
+    ``sharded``: the plan and shard folders of a sharded extraction (:mod:`._shard`) may be there too."""
+    from ._shard import LOCK, PLAN, SHARDS
+
+    allowed = {WORK, PLAN, SHARDS, LOCK} if sharded else {WORK}
     if (out / META).is_file():
         meta = json.loads((out / META).read_text())
         if meta.get("complete") and meta.get("fingerprint") == fingerprint:
@@ -102,9 +109,13 @@ def _prepare_out(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> Fea
                 f"dtype, or the files changed). Pass --overwrite (overwrite=True) to replace them, or another --out.")
         for name in ("meta.json", "features.npy", "index.csv", "skipped.csv"):
             (out / name).unlink(missing_ok=True)
-    elif out.is_dir() and any(p.name != WORK for p in out.iterdir()):
+    elif out.is_dir() and any(p.name not in allowed and not p.name.endswith(".tmp") for p in out.iterdir()):
         raise HeadstartError(f"{out} exists and is not a feature store; refusing to write into it. Choose an "
                              f"empty or new --out folder.")
+    if (out / PLAN).is_file() and not sharded:
+        raise HeadstartError(f"{out} holds an unfinished sharded extraction ({out / PLAN}). Rerun it the same way "
+                             f"(torchrun, or --shard R/W for each shard), run `headstart merge {out}` if every shard "
+                             f"finished, or choose another --out.")
     if overwrite and (out / WORK).is_dir():
         shutil.rmtree(out / WORK)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +124,7 @@ def _prepare_out(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> Fea
 
 def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
             config: ExtractConfig | None = None, *, overwrite: bool = False, progress: bool = True,
-            **overrides: Any) -> FeatureSet:
+            **overrides: Any) -> FeatureSet | None:
     """Extract features for every image of ``source`` into the store ``out`` and return it.
 
     Args:
@@ -127,34 +138,65 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
 
     Returns:
         The :class:`FeatureSet`; ``.stats`` tells what this call did (cached, resumed, computed, skipped).
+
+    Sharding: under torchrun (``WORLD_SIZE`` > 1) each rank extracts its part and every rank returns the merged
+    store (rank 0 merges). With ``shard="R/W"`` (independent jobs, e.g. a SLURM array) the shard that finishes
+    last merges and returns the store; the others return None. See :mod:`headstart.features._shard`.
     """
     config = replace(config or ExtractConfig(), **overrides).check()
     t0 = time.perf_counter()
     items = read_source(source)
     out = Path(out)
     fingerprint = _fingerprint(config, items)
-    cached = _prepare_out(out, fingerprint, overwrite)
-    if cached is not None:
-        cached.stats = ExtractStats(len(items), len(cached), len(cached.skipped), 0, True,
-                                    seconds=time.perf_counter() - t0)
-        _logger.info("%s is up to date: no model work done", out)
-        return cached
-    net = _network(config, fingerprint)
-    if config.gpu_decode and net.fn.runs_in_workers:
-        raise HeadstartError("--gpu-decode needs the network on a GPU (--device cuda); this run uses "
-                             f"{net.info.name} on the CPU workers.")
-    input_size = (3, *net.preprocessing.input_size)
-    config = replace(config, batch_size=config.batch_size or batch_size_for(net.fn, input_size, 4))
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    writer = StoreWriter(out, fingerprint, len(items), net.feature_shape, config.dtype, config.batch_size,
-                         config.chunk_batches, created)
-    stats = _run(net, items, writer, config, progress)
-    counts = writer.finalize({**_meta(net.about, config, fingerprint), "backend": net.info.to_dict()})
+    shard, wait = _sharding(config)
+    # A failure before the first finished chunk leaves no folder behind (only if this call created it).
+    # Shards share the folder: one failing must never remove what the others wrote.
+    with remove_if_failed(out, keep=lambda: shard is not None or any((out / WORK / "chunks").glob("*.json"))):
+        cached = _prepare_out(out, fingerprint, overwrite, sharded=shard is not None)
+        if cached is not None:
+            cached.stats = ExtractStats(len(items), len(cached), len(cached.skipped), 0, True,
+                                        seconds=time.perf_counter() - t0)
+            _logger.info("%s is up to date: no model work done", out)
+            return cached
+        if shard is not None:
+            return _extract_shard(items, out, config, fingerprint, shard, wait, overwrite, progress)
+        net = _network(config, fingerprint)
+        if config.gpu_decode and net.fn.runs_in_workers:
+            raise HeadstartError("--gpu-decode needs the network on a GPU (--device cuda); this run uses "
+                                 f"{net.info.name} on the CPU workers.")
+        input_size = (3, *net.preprocessing.input_size)
+        config = replace(config, batch_size=config.batch_size or batch_size_for(net.fn, input_size, 4))
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        writer = StoreWriter(out, fingerprint, len(items), net.feature_shape, config.dtype, config.batch_size,
+                             config.chunk_batches, created)
+        stats = _run(net, items, writer, config, progress)
+        counts = writer.finalize({**_meta(net.about, config, fingerprint), "backend": net.info.to_dict()})
     stats.images, stats.extracted, stats.skipped = counts["images"], counts["extracted"], counts["skipped"]
     stats.seconds = time.perf_counter() - t0
     fs = FeatureSet.load(out)
     fs.stats = stats
     return fs
+
+
+def _sharding(config: ExtractConfig):
+    """(this process's Shard, whether to wait for the others), or (None, False) for an ordinary extraction."""
+    from ..distributed import launched, parse_shard, this_shard
+
+    explicit = parse_shard(config.shard)
+    if explicit is not None:  # an independent job (SLURM array task): no waiting for the others
+        return (explicit, False) if explicit.world > 1 else (None, False)
+    return (this_shard(), True) if launched() else (None, False)
+
+
+def _extract_shard(items, out: Path, config: ExtractConfig, fingerprint, shard, wait: bool, overwrite: bool,
+                   progress: bool) -> FeatureSet | None:
+    from ..distributed import use_local_gpu
+    from ._shard import extract_sharded
+
+    if not runs_on_cpu(config.device):
+        use_local_gpu()  # `cuda` means this rank's GPU (LOCAL_RANK), not GPU 0 for every rank
+    return extract_sharded(items, out, config, fingerprint, shard, wait=wait, overwrite=overwrite,
+                           progress=progress and shard.rank == 0)
 
 
 def _network(config: ExtractConfig, fingerprint: dict[str, Any]) -> _Network:
@@ -170,7 +212,7 @@ def _network(config: ExtractConfig, fingerprint: dict[str, Any]) -> _Network:
             path, record, about = found
             info = BackendInfo("onnxruntime", "cpu", why, record["parity"], str(path),
                                record.get("speed", {}))
-            _log_backend(info, "the cached export, found without building the model")
+            info.log("the cached export, found without building the model")
             return _Network(OrtFn(path), info, Preprocessing.from_dict(about["preprocessing"]),
                             tuple(about["feature_shape"]), about)
     from ..backends import prepare
@@ -182,15 +224,8 @@ def _network(config: ExtractConfig, fingerprint: dict[str, Any]) -> _Network:
              "feature_shape": list(fm.feature_shape)}
     fn, info = prepare(fm.as_module(), (3, *fm.model.input_size), backend=config.backend, device=config.device,
                        compile=config.compile, identity=identity, about=about)
-    _log_backend(info)
+    info.log()
     return _Network(fn, info, fm.preprocessing, fm.feature_shape, about)
-
-
-def _log_backend(info: BackendInfo, source: str = "") -> None:
-    parity = f", parity {info.parity:.1e}" if info.parity is not None else ""
-    via = f"; {source}" if source else ""
-    _logger.info("backend: %s on %s (%s%s; single-threaded img/s %s%s)", info.name, info.device, info.reason, parity,
-                 info.speed or "not measured", via)
 
 
 def _plan(writer: StoreWriter, n: int) -> tuple[list[list[int]], list[int]]:
@@ -239,8 +274,26 @@ def _run(net: _Network, items: Sequence[Item], writer: StoreWriter, config: Extr
             left[c] -= 1
             if left[c] == 0:
                 writer.write_chunk(c, pending_rows.pop(c), pending_feats.pop(c))
+                _fault_point()
             advance(len(idx))
     return stats
+
+
+_FAULT_ENV = "HEADSTART_FAULT_AFTER_CHUNKS"
+_committed = [0]
+
+
+def _fault_point() -> None:
+    """Test hook: with $HEADSTART_FAULT_AFTER_CHUNKS=k this process kills itself (SIGKILL, as a node failure
+    would) after committing its k-th chunk, so the resume tests need no timing guesses."""
+    limit = os.environ.get(_FAULT_ENV)
+    if not limit:
+        return
+    _committed[0] += 1
+    if _committed[0] >= int(limit):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _progress_bar:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import HeadstartError, UnknownLayerError
-from ..models import HeadstartModel, create_model
+from ..models import HeadstartModel, create_model, unknown_layer
 from ._config import POOLING_MODES, ExtractConfig
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ class FeatureModel:
                 raise first from None
             try:
                 return _Target(top, top.resolve_layer(layer))
-            except UnknownLayerError:
-                raise first from None
+            except UnknownLayerError:  # name every layer --layer accepts, the top's included
+                raise unknown_layer(base.config.name, layer, top.layer_names()) from None
 
     def layer_table(self) -> list[tuple[str, tuple]]:
         """(name, Keras-order output shape) of every layer of the model with its top: what --layer accepts."""

@@ -14,7 +14,7 @@ from ._layers import Layer, model_layers
 from ._prediction import Prediction
 from ._registry import ModelSpec
 
-__all__ = ["ModelConfig", "HeadstartModel", "Prediction", "LayerHandle", "FromCut", "Probabilities"]
+__all__ = ["ModelConfig", "HeadstartModel", "Prediction", "LayerHandle", "FromCut", "Probabilities", "unknown_layer"]
 
 
 @dataclass(frozen=True)
@@ -123,14 +123,7 @@ class HeadstartModel(nn.Module):
                 continue
             if path:
                 return Layer(name, type(module).__name__, (path,), path)
-        names = self.layer_names()
-        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-        raise UnknownLayerError(
-            f"Model {self.config.name!r} has no layer {name!r}."
-            + (f" Did you mean: {', '.join(close)}?" if close else "")
-            + f" Valid names include: {', '.join(names[:6])} … {', '.join(names[-4:])}"
-            f" ({len(names)} in all; any module path such as a stage name also works; "
-            f"`headstart summary {self.config.name}` lists them with shapes).")
+        raise unknown_layer(self.config.name, name, self.layer_names())
 
     def get_layer(self, name: str) -> LayerHandle:
         return LayerHandle(self, self.resolve_layer(name))
@@ -245,6 +238,15 @@ class FromCut(nn.Module):
             return self.model(self.dummy)
         finally:
             handle.remove()
+
+
+def unknown_layer(model: str, name: str, names: Sequence[str]) -> UnknownLayerError:
+    """The error for a layer name that does not exist: the closest names, then every valid one."""
+    close = difflib.get_close_matches(name, list(names), n=5, cutoff=0.5)
+    return UnknownLayerError(
+        f"Model {model!r} has no layer {name!r}." + (f" Did you mean: {', '.join(close)}?" if close else "")
+        + f" Valid layers ({len(names)}): {', '.join(names)}. Any module path such as a stage name also works; "
+        f"`headstart extract --model {model} --layer list` shows them with output shapes.")
 
 
 def keras_shape(shape: Sequence[int]) -> tuple:

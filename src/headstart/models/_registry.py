@@ -12,7 +12,7 @@ from ..errors import UnknownModelError
 from ..home import weights_dir
 from ..weights import WeightsSpec, package_file
 
-__all__ = ["ModelSpec", "register_model", "get_spec", "list_models", "MODELS"]
+__all__ = ["ModelSpec", "register_model", "get_spec", "list_models", "resolve_alias", "MODELS"]
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _TF_MEAN = _TF_STD = (0.5, 0.5, 0.5)  # TF-style scaling to [-1, 1]; see docs/preprocessing.md for the evidence
@@ -109,6 +109,11 @@ register_model(ModelSpec(
                          "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", 299,
                          *_TV_INCEPTION_V3, mean=_TF_MEAN, std=_TF_STD, drop_prefixes=("AuxLogits.",)),
     description="Inception v3 (299px), torchvision weights"))
+
+
+def resolve_alias(name: str) -> str:
+    """The registered name an alias stands for (``lite0`` → ``efficientnet_lite0``); other names unchanged."""
+    return _ALIASES.get(name, name)
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import check_settings, parse_shape, parse_weights, setting
 from ..errors import HeadstartError
+from ..views import VIEWS_CHOICES
 from ._strategies import AUTO, STRATEGIES, check_applies
 
 __all__ = ["TrainConfig", "STRATEGY_CHOICES", "METRICS"]
@@ -56,6 +57,12 @@ class TrainConfig:
     patience: int = setting(5, "early-stopping patience in epochs", minimum=1, group="optimization")
     balance: str = setting("auto", "class-weighted loss (auto: on when the largest class is > 1.5× the smallest)",
                            choices=("auto", "on", "off"), group="optimization")
+    views: str = setting("auto", "probe: train on these views of every image and average them at prediction: none, "
+                         "hflip (photos), dihedral (the 8 flips/rotations: cells, textures) or auto (chosen by "
+                         "cross-validation)", choices=VIEWS_CHOICES, group="optimization")
+    cv_folds: int = setting(5, "probe: choose its settings (C, views) by k-fold cross-validation on the train + val "
+                            "images, then refit on all of them; 0: choose on the validation split", minimum=0,
+                            group="data and budget")
     metric: str = setting("accuracy", "what decides the choice between strategies and settings",
                           choices=METRICS, group="data and budget")
     val_split: float = setting(0.15, "validation fraction carved out of the training images", minimum=0, below=1,
@@ -69,6 +76,8 @@ class TrainConfig:
                                   minimum=0, group="data and budget")
     device: str | None = setting(None, "where training and extraction run: auto (CUDA if available), cpu, cuda, "
                                  "cuda:1 …", group="data and budget")
+    sync_bn: bool = setting(False, "under torchrun: SyncBatchNorm across the GPUs while BatchNorm statistics train "
+                            "(--bn train); CUDA only", group="data and budget")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -71,7 +71,87 @@ class ImageDataset(Dataset):
 
 def image_loader(items: Sequence[Item], classes: list[str], transform, batch_size: int, *, train: bool,
                  seed: int = 0, workers: int = 1) -> DataLoader:
+    """Batches of (images, labels). Under torchrun (several ranks) each rank gets its part; see
+    :func:`_rank_loader`."""
+    from ..distributed import launched
+
+    if launched():
+        return _rank_loader(items, classes, transform, batch_size, train=train, seed=seed, workers=workers)
     ds = ImageDataset(items, classes, transform)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=train, generator=g,
                       num_workers=workers, persistent_workers=workers > 0, drop_last=train and len(ds) > batch_size)
+
+
+def _rank_loader(items: Sequence[Item], classes: list[str], transform, batch_size: int, *, train: bool, seed: int,
+                 workers: int) -> DataLoader:
+    """This rank's share of the single-process loader, so that a DDP run equals the single-process one.
+
+    Training: the single-process order (the same generator, drawn the same way), cut into the same global batches
+    of ``batch_size``; each rank takes a contiguous slice of every global batch (``batch_size / world`` images),
+    and DDP's gradient average over the ranks is the gradient of the global batch. The generator moves on every
+    epoch exactly as in one process: the order changes between epochs, and ``--resume`` restores it. Random
+    augmentation is seeded per image from (epoch order, position), so it does not depend on the number of ranks.
+    Validation: a contiguous range of the images per rank, none padded or repeated; ``fit`` gathers the outputs.
+    """
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from ..distributed import split_evenly, this_shard
+
+    rank, world = this_shard()
+    if not train:
+        lo, hi = split_evenly(len(items), world)[rank]
+        loader = DataLoader(ImageDataset(items[lo:hi], classes, transform), batch_size=batch_size,
+                            num_workers=workers if hi > lo else 0, persistent_workers=workers > 0 and hi > lo)
+        loader.sharded = True
+        return loader
+    if batch_size % world:
+        raise HeadstartError(f"batch_size is the global batch, split evenly over the {world} processes; received "
+                             f"{batch_size}. Use a multiple of {world} (e.g. --batch-size {batch_size - batch_size % world or world}).")
+    if len(items) < world:
+        raise HeadstartError(f"{len(items)} training images cannot be split over {world} processes; expected at "
+                             f"least one per process. Use fewer processes (--nproc-per-node) or more images.")
+    ds = ImageDataset(items, classes, transform)
+    g = torch.Generator().manual_seed(seed)
+    batches = BatchSampler(RandomSampler(ds, generator=g), batch_size, drop_last=len(ds) > batch_size)
+    loader = DataLoader(_Seeded(ds), batch_sampler=_RankSlice(batches, g, rank, world), generator=g,
+                        num_workers=workers, persistent_workers=workers > 0)
+    loader.sharded = True
+    return loader
+
+
+class _RankSlice:
+    """This rank's contiguous slice of each global batch, as (index, augmentation seed) pairs."""
+
+    def __init__(self, batches, generator: torch.Generator, rank: int, world: int):
+        self.batches, self.generator, self.rank, self.world = batches, generator, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        from ..distributed import split_evenly
+
+        # Read before the sampler draws: the same on every rank, and restored with the generator on --resume.
+        epoch_key = int.from_bytes(hashlib.sha256(self.generator.get_state().numpy().tobytes()).digest()[:5], "big")  # 40 + 20 bits: a valid seed
+        at = 0
+        for batch in self.batches:
+            lo, hi = split_evenly(len(batch), self.world)[self.rank]
+            yield [(i, (epoch_key << 20) + at + lo + k) for k, i in enumerate(batch[lo:hi])]
+            at += len(batch)
+
+
+class _Seeded(Dataset):
+    """Seeds torch's generator for each image (its random augmentation) from the key the sampler sends."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        i, aug_seed = key
+        with torch.random.fork_rng(devices=[]):  # this image's draws only; the process's own stream is untouched
+            torch.manual_seed(aug_seed)
+            return self.ds[i]

@@ -116,16 +116,22 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
         warmup_epochs: float = 1.0, weight_decay: float = 0.01, label_smoothing: float = 0.1,
         class_weights: torch.Tensor | None = None, patience: int = 4, metric: str = "accuracy",
         progress: bool = True, deadline: float | None = None,
-        on_epoch: Callable[[int], None] | None = None) -> History:
+        on_epoch: Callable[[int], None] | None = None, sync_bn: bool = False) -> History:
     """Train ``module`` in place on ``device``; the weights of the best validation epoch are restored at the end.
 
     ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``checkpoints``
     (``None``: none) saves every epoch under ``name`` and, when resuming, continues after the last saved one.
     ``deadline`` (a ``time.perf_counter()`` value) stops training after the epoch that passes it. ``on_epoch(e)``
     runs before each epoch (gradual unfreezing). ``metric`` (accuracy | balanced_accuracy) picks the best epoch.
+
+    Under torchrun, loaders made by :func:`._data.image_loader` are split over the ranks: the module trains as
+    DistributedDataParallel (``sync_bn``: SyncBatchNorm, CUDA only), validation is gathered so every image counts
+    once, and rank 0 alone writes checkpoints. Other loaders (cached features) are whole on every rank: each rank
+    runs the same fit. Either way, clock-based stops are agreed by all ranks, so none waits alone in a collective.
     """
     device = torch.device(device)
     module.to(device)
+    ranks = _Ranks(train_loader, val_loader, module, device, sync_bn)
     steps_per_epoch = max(1, len(train_loader))
     opt, sched = _optimizer(param_groups, weight_decay, epochs * steps_per_epoch,
                             max(1, int(warmup_epochs * steps_per_epoch)))
@@ -136,10 +142,12 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     generator = getattr(train_loader, "generator", None)
     restored = ckpt.restore(desc, module, opt, sched, generator) if ckpt is not None else None
     run = _Run.from_checkpoint(*restored) if restored is not None else _Run()  # --resume: after the last epoch
+    if ckpt is not None and ckpt.resume:
+        ranks.barrier()  # every rank has read the checkpoint before rank 0 may write the next one
     t0 = time.perf_counter() - run.hist.seconds
 
     def checkpoint(epoch: int, done: bool) -> None:
-        if ckpt is not None:
+        if ckpt is not None and ranks.main:
             run.hist.seconds = time.perf_counter() - t0
             ckpt.save(desc, module, opt, sched, run.best_state, generator, run.to_checkpoint(epoch, done))
 
@@ -147,22 +155,24 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
         for epoch in range(run.start_epoch, epochs if not run.finished else 0):
             epoch_start = time.perf_counter()
-            if deadline is not None and hist.val_acc and epoch_start + run.last_epoch_seconds > deadline:
+            if deadline is not None and hist.val_acc and ranks.agree(epoch_start + run.last_epoch_seconds > deadline):
                 hist.stopped_early = True  # the next epoch would not finish within the budget
                 break
             if on_epoch is not None:
                 on_epoch(epoch)
-            tloss, tacc = _train_epoch(module, train_loader, opt, sched, loss_fn, device, deadline,
-                                       lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None))
-            vloss, vacc, logits, targets = evaluate_loader(module, val_loader, device, eval_loss, targets=True)
+            tloss, tacc = _train_epoch(ranks.net(module), train_loader, opt, sched, loss_fn, device, deadline,
+                                       lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None),
+                                       ranks)
+            vloss, vacc, logits, targets = ranks.validate(module, val_loader, device, eval_loss)
             vscore = score(targets, logits.argmax(1), metric, logits.shape[1]) if len(logits) else 0.0
             run.last_epoch_seconds = time.perf_counter() - epoch_start
             run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
-            if run.bad >= patience or (deadline is not None and time.perf_counter() > deadline):
+            if run.bad >= patience or (deadline is not None and ranks.agree(time.perf_counter() > deadline)):
                 hist.stopped_early = epoch < epochs - 1
                 checkpoint(epoch, True)
                 break
             checkpoint(epoch, epoch == epochs - 1)
+    ranks.close(module)
     if run.best_state is not None:
         module.load_state_dict(run.best_state)
     hist.seconds = time.perf_counter() - t0
@@ -214,26 +224,138 @@ class _Run:
 
 
 def _train_epoch(module: nn.Module, loader, opt, sched, loss_fn, device: torch.device, deadline: float | None,
-                 report: Callable[[float, float], None]) -> tuple[float, float]:
+                 report: Callable[[float, float], None], ranks: "_Ranks") -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, accuracy). Stops early once past ``deadline``."""
     module.train()
     seen, correct, loss_sum = 0, 0, 0.0
     for x, y in loader:
-        if deadline is not None and seen and time.perf_counter() > deadline:
+        late = bool(deadline is not None and seen and time.perf_counter() > deadline)
+        share, late = ranks.step(len(y), late, deadline is not None)
+        if late:
             break  # out of budget mid-epoch: validate what we have
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device):
             logits = module(x).float()
         loss = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share if share != 1.0 else loss).backward()
         opt.step()
         sched.step()
         seen += len(y)
         correct += (logits.argmax(1) == y).sum().item()
         loss_sum += loss.item() * len(y)
         report(loss_sum / seen, correct / seen)
+    seen, correct, loss_sum = ranks.total(seen, correct, loss_sum)
     return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+class _Ranks:
+    """How one training loop shares work with the other torchrun ranks: not at all (a single process), only its
+    clock-based decisions (the same fit on every rank: cached features), or as DDP (loaders split per rank)."""
+
+    def __init__(self, train_loader, val_loader, module: nn.Module, device: torch.device, sync_bn: bool):
+        from ..distributed import is_main, launched
+
+        self.launched, self.main = launched(), is_main()
+        self.ddp = self.launched and getattr(train_loader, "sharded", False)
+        self.split_val = self.launched and getattr(val_loader, "sharded", False)
+        self.device, self.sync_bn = device, sync_bn and self.ddp
+        self._net, self._key = None, None
+        if self.ddp:
+            from ..distributed import ensure_group
+
+            ensure_group()
+        if self.sync_bn:
+            if device.type != "cuda":
+                from ..errors import HeadstartError
+
+                raise HeadstartError(f"--sync-bn needs CUDA (SyncBatchNorm runs on GPUs only); this run trains on "
+                                     f"{device}. Drop --sync-bn, or train on GPUs (--device cuda).")
+            nn.SyncBatchNorm.convert_sync_batchnorm(module)  # in place below the top module
+
+    def net(self, module: nn.Module) -> nn.Module:
+        """The module to train this epoch: DDP-wrapped under torchrun, rebuilt when the trainable set changes
+        (gradual unfreezing), since DDP registers its gradient hooks once."""
+        if not self.ddp:
+            return module
+        key = tuple(p.requires_grad for p in module.parameters())
+        if key != self._key:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+                if self.device.type == "cuda" else None
+            self._net, self._key = DistributedDataParallel(module, device_ids=ids), key
+        return self._net
+
+    def agree(self, flag: bool) -> bool:
+        from ..distributed import any_rank
+
+        return any_rank(flag) if self.launched else flag
+
+    def barrier(self) -> None:
+        if self.launched:
+            from ..distributed import barrier
+
+            barrier()
+
+    def step(self, n: int, late: bool, timed: bool) -> tuple[float, bool]:
+        """(loss factor, stop): DDP averages the ranks' gradients, so a rank's loss is weighted by its share of
+        the global batch (1.0 when the ranks hold equal slices); a stop applies to every rank or none."""
+        if self.ddp:
+            from ..distributed import all_sum
+
+            total, stops = all_sum([n, 1.0 if late else 0.0])
+            return n * _world() / max(total, 1.0), stops > 0
+        return 1.0, (self.agree(late) if timed else late)
+
+    def total(self, seen: int, correct: int, loss_sum: float) -> tuple[int, int, float]:
+        if not self.ddp:
+            return seen, correct, loss_sum
+        from ..distributed import all_sum
+
+        s, c, lo = all_sum([seen, correct, loss_sum])
+        return int(s), int(c), lo
+
+    def validate(self, module: nn.Module, loader, device: torch.device, loss_fn) -> tuple:
+        """(loss, accuracy, logits, targets) over the whole validation split: each rank scores its own range,
+        then the ranges are gathered in order (every image once, none padded)."""
+        vloss, vacc, logits, targets = evaluate_loader(module, loader, device, loss_fn, targets=True)
+        if not self.split_val:
+            return vloss, vacc, logits, targets
+        from ..distributed import gather
+
+        parts = gather((vloss * len(targets), logits.numpy(), targets.numpy()))
+        n = sum(len(t) for _, _, t in parts)
+        if n == 0:
+            return 0.0, 0.0, logits, targets
+        logits = torch.cat([torch.from_numpy(lg) for _, lg, _ in parts if len(lg)])
+        targets = torch.cat([torch.from_numpy(t) for _, _, t in parts])
+        acc = (logits.argmax(1) == targets).sum().item() / max(n, 1)
+        return sum(s for s, _, _ in parts) / max(n, 1), acc, logits, targets
+
+    def close(self, module: nn.Module) -> None:
+        self._net = None
+        if self.sync_bn:
+            _revert_sync_bn(module)
+
+
+def _world() -> int:
+    from ..distributed import this_shard
+
+    return this_shard().world
+
+
+def _revert_sync_bn(module: nn.Module) -> None:
+    """SyncBatchNorm back to BatchNorm2d (same parameters and statistics), so the saved model runs anywhere."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                child.track_running_stats).to(next(child.buffers()).device)
+            bn.load_state_dict(child.state_dict())
+            bn.train(child.training)
+            setattr(module, name, bn)
+        else:
+            _revert_sync_bn(child)
 
 
 class _Bar:

@@ -92,7 +92,7 @@ class TrainContext:
                     warmup_epochs=strategy.warmup_epochs, label_smoothing=c.label_smoothing,
                     class_weights=class_weights(self.splits, c.balance), patience=c.patience,
                     progress=self.progress, name=strategy.name, deadline=self.deadline, on_epoch=on_epoch,
-                    device=self.device, checkpoints=self.checkpoints, metric=c.metric)
+                    device=self.device, checkpoints=self.checkpoints, metric=c.metric, sync_bn=c.sync_bn)
 
 
 def check_applies(strategy: str, given: set[str]) -> None:
@@ -263,22 +263,39 @@ def _run_partial(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
 
     config = ctx.config
     model = _base(config, ctx.splits.classes, config.head)
+    start = _best_linear_head(ctx, model)
+    if start is not None:  # linear probe, then fine-tune: the new layers start under a head that already fits
+        model.head.load_state_dict(start.model.head.state_dict())
     layer_name, cut = cut_point(model, config)
     groups = strategy.param_groups(model, config)
     ecfg = _extract_cfg(ctx, layer=layer_name, capture="input", pooling="none", dtype="float16")
     hist = fit(FromCut(model, cut), *_cached_loaders(ctx, ecfg), groups, **ctx.fit_kw(strategy))
-    return _result(strategy, model, hist, unfreeze_from=layer_name)
+    return _result(strategy, model, hist, unfreeze_from=layer_name,
+                   **({"head_start": start.name} if start is not None else {}))
 
 
 def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     """Gradual unfreezing: the head is trained first on cached features (or taken from the ``head`` strategy's
     result when ``auto`` already ran it with the same head), then every layer trains on augmented images."""
-    head = next((r for r in ctx.results if r.name == "head" and r.model.config.head == ctx.config.head), None)
+    head = _best_linear_head(ctx, _base(ctx.config, ctx.splits.classes, ctx.config.head))
     if head is None:
         head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None)))
     r = _run_on_images(strategy, ctx, head_state=head.model.head.state_dict())
-    r.details["head_first"] = f"{head.val_acc:.4f} val after the head stage"
+    r.details["head_first"] = f"{head.name}: {head.val_acc:.4f} val"
     return r
+
+
+def _best_linear_head(ctx: TrainContext, model) -> StrategyResult | None:
+    """The best earlier result (``auto``: probe or head) whose head fits ``model``'s, to start from, or None.
+
+    The probe's head is a logistic regression chosen by cross-validation, usually the best linear head there is;
+    starting the deeper strategies under it (linear probe, then fine-tune) spares them a random head's first
+    epochs, whose large gradients disturb the pretrained layers.
+    """
+    shapes = {k: v.shape for k, v in model.head.state_dict().items()}
+    fits = [r for r in ctx.results if r.name in ("probe", "head")
+            and {k: v.shape for k, v in r.model.head.state_dict().items()} == shapes]
+    return max(fits, key=lambda r: r.score, default=None)
 
 
 def _run_on_images(strategy: Strategy, ctx: TrainContext, head_state: dict | None = None) -> StrategyResult:
@@ -307,8 +324,8 @@ def _run_on_images(strategy: Strategy, ctx: TrainContext, head_state: dict | Non
 # Settings of the epoch loop (finetune uses `epochs` for its head stage).
 _LOOP = ("epochs", "lr", "patience", "batch_size", "weight_decay", "label_smoothing")
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("probe", "logistic regression on pooled features (C chosen on validation)", "cached features",
-             settings=(), run=_run_probe),
+    Strategy("probe", "logistic regression on pooled features of every view (C, views chosen by k-fold "
+             "cross-validation)", "cached features", settings=("views", "cv_folds"), run=_run_probe),
     Strategy("head", "a new head (--head) on a frozen backbone", "cached features; images with --augment",
              settings=("head", "augment", "bn", *_LOOP), run=_run_head, epochs_setting="epochs",
              param_groups=head_groups),

@@ -49,22 +49,31 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     A finished run in ``out`` is replaced only with ``overwrite=True``. ``given``: the settings the user chose
     (each must apply to the strategy).
     """
+    from contextlib import nullcontext
+
     from ..atomic import remove_if_failed
     from ..backends import resolve_device
     from ..data import load_splits
-    from ._checkpoint import Checkpoints
+    from ..distributed import is_main
+    from ._checkpoint import CHECKPOINT_DIR, Checkpoints
 
     config = replace(config or TrainConfig(), **overrides).check(given)
     say = log or (lambda msg: _logger.info(msg))
     splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     device = resolve_device(config.device)
-    out = Path(out)
+    if config.sync_bn and device.type != "cuda":
+        raise HeadstartError(f"--sync-bn needs CUDA GPUs (SyncBatchNorm refuses CPU tensors); this run trains on "
+                             f"{device}. Drop --sync-bn, or train with --device cuda.")
+    out, main = Path(out), is_main()  # under torchrun, rank 0 alone writes the run directory
     _refuse_finished(out, resume, overwrite)
-    with remove_if_failed(out, keep=lambda: any((out / ".checkpoints").glob("*.safetensors"))):
-        out.mkdir(parents=True, exist_ok=True)
+    keep = lambda: any((out / CHECKPOINT_DIR).glob("*.safetensors"))  # noqa: E731
+    with remove_if_failed(out, keep=keep) if main else nullcontext():
         record = {k: v for k, v in config.to_dict().items() if k not in ("workers", "device")}
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
         ckpt = Checkpoints.open(out, {"config": record, "data": splits.source, "counts": splits.counts(),
-                                      "classes": splits.classes}, resume)
+                                      "classes": splits.classes}, resume) if main else \
+            Checkpoints(out / CHECKPOINT_DIR, resume)  # reads only
         if resume:
             say(f"resuming from the checkpoints in {ckpt.root}")
         say(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images, classes "
@@ -73,17 +82,21 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         results = _run_strategies(ctx, say)
         winner = choose_winner(results)
         result = _finish(out, winner, results, ctx, say)
-        ckpt.clear()
-    _write_report(out, say)
+        if main:
+            ckpt.clear()
+    if main:
+        _write_report(out, say)
     return result
 
 
 def _refuse_finished(out: Path, resume: bool, overwrite: bool) -> None:
     from ..run import CONFIG
 
-    if (out / CONFIG).is_file() and not resume and not overwrite and not (out / ".checkpoints").is_dir():
-        raise HeadstartError(f"{out} already holds a finished run; it would be overwritten. Pass --overwrite "
-                             f"(overwrite=True) to replace it, or choose another --out.")
+    finished = (out / CONFIG).is_file() and not (out / ".checkpoints").is_dir()
+    if finished and not overwrite:
+        what = "there is nothing to resume" if resume else "it would be overwritten"
+        raise HeadstartError(f"{out} already holds a finished run; {what}. Pass --overwrite (overwrite=True) to "
+                             f"train it again, or choose another --out.")
 
 
 def _run_strategies(ctx: TrainContext, say) -> list[StrategyResult]:
@@ -92,19 +105,34 @@ def _run_strategies(ctx: TrainContext, say) -> list[StrategyResult]:
     config = ctx.config
     torch.manual_seed(config.seed)
     if config.strategy != AUTO:
-        return [run_strategy(config.strategy, ctx)]
+        r = run_strategy(config.strategy, ctx)
+        say(f"{r.name}: {_scored(r, config.metric)} in {r.seconds:.0f} s")
+        return [r]
     spent = ctx.checkpoints.spent() if ctx.checkpoints is not None else 0.0  # a resumed run keeps its budget
     deadline = time.perf_counter() + config.budget - spent
     for name in STRATEGIES:
         left = deadline - time.perf_counter()
-        if left <= 0 and ctx.results:  # the first strategy always runs: auto must return a model
+        if _agree(left <= 0) and ctx.results:  # the first strategy always runs: auto must return a model
             say(f"auto: budget of {config.budget:.0f} s spent; skipping {name}")
             continue
         say(f"auto: {name} ({left:.0f} s of budget left)")
         r = run_strategy(name, replace(ctx, deadline=deadline))
-        say(f"auto: {name}: val {config.metric.replace('_', ' ')} {r.score:.2%} in {r.seconds:.0f} s")
+        say(f"auto: {name}: {_scored(r, config.metric)} in {r.seconds:.0f} s")
         ctx.results.append(r)
     return ctx.results
+
+
+def _agree(flag: bool) -> bool:
+    """Under torchrun, a clock-based choice is made by all ranks together (they must run the same strategies)."""
+    from ..distributed import any_rank, launched
+
+    return any_rank(flag) if launched() else flag
+
+
+def _scored(r: StrategyResult, metric: str) -> str:
+    """What a strategy's score rests on: k-fold cross-validation (mean ± std) or the validation split."""
+    cv = r.details.get("cv")
+    return f"cross-validated {cv}" if cv else f"val {metric.replace('_', ' ')} {r.score:.2%}"
 
 
 def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult], ctx: TrainContext, say
@@ -127,7 +155,10 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
                "histories": {r.name: r.history.to_dict() for r in results if r.history}}
     record = {**config.to_dict(), "data": splits.source, "split_counts": splits.counts(), "classes": splits.classes}
     seen = {"train": hash_files(it.path for it in splits.train), "val": hash_files(it.path for it in splits.val)}
-    save_run(out, winner.model, winner.name, record, metrics, predictions, seen)
+    from ..distributed import is_main
+
+    if is_main():  # every rank scored the test split together (each image once); rank 0 writes the run
+        save_run(out, winner.model, winner.name, record, metrics, predictions, seen)
     return TrainResult(out, winner.name, winner.val_acc, test, table, winner.model)
 
 

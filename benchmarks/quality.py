@@ -1,0 +1,183 @@
+"""Accuracy side by side (issue 11): a hand-written probe vs headstart, on the same splits of real data sets.
+
+    python benchmarks/quality.py                       # ELPV + digits, 5 splits each: probe baselines + headstart
+    python benchmarks/quality.py --splits 2 --fast     # a quick check (fewer images, no default-auto run)
+    python benchmarks/quality.py --default --budget 840  # also the default `headstart train` (auto) per split
+
+Data sets (installed from PyPI, written under --work, never into the repository):
+- ``elpv``: the 2,624 ELPV solar cells (``elpv-dataset``), defective ⇔ p ≥ 0.5 — orientation-free images;
+- ``digits``: scikit-learn's 1,797 handwritten digits (8×8 scans, upscaled to 64×64) — orientation matters
+  (a flipped 2 is no 2), so it checks that ``--views auto`` does not add views that hurt.
+
+Splits: ``StratifiedShuffleSplit(n_splits, test_size=0.25, random_state=0)`` over the data set's own order.
+Methods, every one on the same splits, test images scored once:
+- ``hand probe``: Lite0 pooled features, ``LogisticRegression(C=1.0, max_iter=5000)`` on the raw features;
+- ``hand probe + dihedral``: the same LR trained on the 8 flips/rotations of every training image, probabilities
+  averaged over the 8 views of each test image;
+- ``headstart probe``: ``headstart train --strategy probe`` (views and C chosen by 5-fold CV on the training images);
+- ``headstart default``: ``headstart train`` with its defaults (auto) and ``--budget`` (only with ``--default``).
+Features come from headstart's per-file view cache (the same Lite0 ONNX network for every method; its view 0 is
+``extract``'s feature); the seconds of each method exclude that shared extraction, which is printed once.
+Prints a table per data set (mean ± std, paired difference to the hand probe, worst split, seconds) and writes
+every number to ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from headstart.data import Item  # noqa: E402
+
+
+def elpv_items(work: Path) -> tuple[list[Item], list[str]]:
+    from headstart.data import make_elpv
+
+    root = work / "elpv"
+    if not (root / "labels.csv").is_file():
+        make_elpv(root)
+    rows = list(csv.DictReader(open(root / "labels.csv")))  # the elpv_dataset order
+    return [Item(str(root / r["path"]), r["label"]) for r in rows], ["defective", "functional"]
+
+
+def digits_items(work: Path) -> tuple[list[Item], list[str]]:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    root = work / "digits"
+    items = []
+    for i, (img, label) in enumerate(zip(d.images, d.target)):
+        path = root / str(label) / f"d{i:04d}.png"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            arr = (255 - img * 255 / 16).astype(np.uint8)  # dark ink on white paper
+            Image.fromarray(arr).resize((64, 64), Image.Resampling.BICUBIC).convert("RGB").save(path)
+        items.append(Item(str(path), str(label)))
+    return items, [str(k) for k in range(10)]
+
+
+DATASETS = {"elpv": elpv_items, "digits": digits_items}
+
+
+def _lr_views(x, y, tr, te, views: int) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    v = x[:, :views]
+    clf = LogisticRegression(C=1.0, max_iter=5000).fit(v[tr].reshape(-1, v.shape[2]), np.repeat(y[tr], views))
+    p = clf.predict_proba(v[te].reshape(-1, v.shape[2])).reshape(len(te), views, -1).mean(1)
+    return float((clf.classes_[p.argmax(1)] == y[te]).mean())
+
+
+def _split_folder(items, tr, te, dest: Path) -> Path:
+    """train/ and test/ class folders of symbolic links (the view cache keys files by their real path)."""
+    for part, idx in (("train", tr), ("test", te)):
+        for i in idx:
+            link = dest / part / items[i].label / Path(items[i].path).name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                os.symlink(os.path.abspath(items[i].path), link)
+    return dest
+
+
+def _headstart(folder: Path, out: Path, **settings) -> tuple[float, dict]:
+    from headstart.training import train
+
+    r = train(folder, out, progress=False, overwrite=True, **settings)
+    return float(r.test["accuracy"]), {"strategy": r.strategy, "table": r.table}
+
+
+def run_dataset(name: str, args, work: Path) -> dict:
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    from headstart.features import ExtractConfig
+    from headstart.training._views import view_features
+
+    items, classes = DATASETS[name](work)
+    if args.fast:  # a quick check: a stratified subset of 600 images
+        keep = next(StratifiedShuffleSplit(1, train_size=min(600, len(items) - len(classes)), random_state=1)
+                    .split(np.zeros(len(items)), [it.label for it in items]))[0]
+        items = [items[i] for i in sorted(keep)]
+    t0 = time.perf_counter()
+    x, y, good = view_features(items, classes, ExtractConfig(model=args.model), "dihedral")
+    items = [items[i] for i in good]
+    print(f"[{name}] {len(items)} images; features of the 8 views: {time.perf_counter() - t0:.0f} s "
+          f"(cached per file after the first run)", flush=True)
+    splits = list(StratifiedShuffleSplit(args.splits, test_size=0.25, random_state=0).split(np.zeros(len(y)), y))
+    methods: dict[str, dict[str, list]] = {}
+
+    def record(method: str, acc: float, seconds: float, **extra) -> None:
+        m = methods.setdefault(method, {"acc": [], "seconds": [], "extra": []})
+        m["acc"].append(acc)
+        m["seconds"].append(round(seconds, 1))
+        m["extra"].append(extra)
+        print(f"[{name}] split {len(m['acc'])}: {method:<24} {acc:.2%}  ({seconds:.0f} s) {extra or ''}",
+              flush=True)
+
+    for k, (tr, te) in enumerate(splits):
+        for method, views in (("hand probe", 1), ("hand probe + dihedral", 8)):
+            t = time.perf_counter()
+            record(method, _lr_views(x, y, tr, te, views), time.perf_counter() - t)
+        folder = _split_folder(items, tr, te, work / "splits" / name / str(k))
+        runs = [("headstart probe", dict(strategy="probe"))]
+        if args.default:
+            runs.append(("headstart default (auto)", dict(budget=args.budget)))
+        for method, settings in runs:
+            t = time.perf_counter()
+            acc, info = _headstart(folder, work / "runs" / name / f"{k}-{settings.get('strategy', 'auto')}",
+                                   model=args.model, **settings)
+            probe = next((row for row in info["table"] if row["strategy"] == "probe"), {})
+            record(method, acc, time.perf_counter() - t, winner=info["strategy"], views=probe.get("views"),
+                   C=probe.get("C"), cv=probe.get("cv"))
+    return {"dataset": name, "images": len(items), "splits": args.splits, "methods": methods}
+
+
+def table(result: dict) -> str:
+    base = np.array(result["methods"]["hand probe"]["acc"])
+    lines = [f"{result['dataset']} ({result['images']} images, {result['splits']} splits)",
+             f"| method | accuracy mean ± std | Δ vs hand probe (mean ± std) | worst split Δ | s per split |",
+             "|---|---:|---:|---:|---:|"]
+    for method, m in result["methods"].items():
+        acc = np.array(m["acc"])
+        n = min(len(acc), len(base))
+        d = (acc[:n] - base[:n]) * 100
+        lines.append(f"| {method} | {acc.mean():.2%} ± {acc.std():.2%} | {d.mean():+.2f} ± {d.std():.2f} pt | "
+                     f"{d.min():+.2f} pt | {np.mean(m['seconds']):.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", default="elpv,digits")
+    ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--fast", action="store_true", help="600 images per data set")
+    ap.add_argument("--default", action="store_true", help="also run the default `headstart train` (auto)")
+    ap.add_argument("--budget", type=float, default=840.0, help="auto's budget in seconds (with --default)")
+    ap.add_argument("--model", default="lite0")
+    ap.add_argument("--work", default=None, help="data, split folders and runs (default: a temporary folder)")
+    ap.add_argument("--json", default=None, help="write every number here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.work or tempfile.mkdtemp(prefix="headstart-quality-"))
+    results = []
+    for name in args.datasets.split(","):
+        results.append(run_dataset(name, args, work))
+        print(table(results[-1]), flush=True)
+    print("\n\n".join(table(r) for r in results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Cached pooled features of several views of every image (:mod:`headstart.views`), for the cheap strategies.
+
+The cache is kept per *file* (real path, size, modification time), not per list of files as the feature stores of
+``cached_activations`` are: cross-validation, another split of the same data set or a rerun with other settings
+reuses every view already computed. Rows live in ``$HEADSTART_HOME/cache/views-<key>/rows-<n>.npz`` (numpy only,
+no pickle), one file per call that computed something, written atomically; the cache cap applies as for the
+other activations.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..data import Item
+from ..errors import HeadstartError
+from ..features import ExtractConfig
+from ..home import activations_dir
+from ..views import ViewFeaturesFn, check_views, view_ops
+
+__all__ = ["view_features"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _file_key(path: str) -> str:
+    try:
+        st = os.stat(path)
+        return f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+    except OSError:
+        return f"{os.path.realpath(path)}\0missing"
+
+
+def _cache_dir(config: ExtractConfig, views: str, root: Path | None) -> Path:
+    from ..features._extract import _fingerprint
+
+    fp = _fingerprint(config, [])
+    key = json.dumps([fp["config"], fp["weights_sha256"], views], sort_keys=True)
+    return (root or activations_dir()) / f"views-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+
+def _load_rows(folder: Path) -> dict[str, np.ndarray]:
+    rows: dict[str, np.ndarray] = {}
+    for f in sorted(folder.glob("rows-*.npz")):
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                rows.update(zip(z["keys"].tolist(), z["features"]))
+        except (OSError, ValueError, KeyError):  # a damaged file only costs recomputing its rows
+            _logger.warning("ignoring unreadable view cache file %s", f)
+    return rows
+
+
+def view_features(items: Sequence[Item], classes: list[str], config: ExtractConfig, views: str, *,
+                  progress: bool = False, cache_root: Path | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Features of every view of ``items``: (X of N×V×D float32, y of N labels, indices of the readable items).
+
+    View 0 is the image as it is (the features ``extract`` computes). Unreadable images are left out (logged).
+    """
+    folder = _cache_dir(config, views, cache_root)
+    keys = [_file_key(it.path) for it in items]
+    rows = _load_rows(folder) if folder.is_dir() else {}
+    missing = [i for i, k in enumerate(keys) if k not in rows]
+    errors: dict[int, str] = {}
+    if missing:
+        computed = _compute(items, missing, config, views, errors)
+        if computed:
+            _save_rows(folder, {keys[i]: f for i, f in computed.items()})
+            rows.update({keys[i]: f for i, f in computed.items()})
+    from ..cache import note_used
+
+    note_used(folder)
+    good = [i for i, k in enumerate(keys) if k in rows]
+    for i, why in errors.items():
+        _logger.warning("skipped %s: %s", items[i].path, why)
+    if not good:
+        raise HeadstartError(f"None of the {len(items)} images could be read (first: {items[0].path}).")
+    n_views = len(view_ops(views))
+    x = np.stack([rows[keys[i]] for i in good]).reshape(len(good), n_views, -1)
+    lookup = {c: j for j, c in enumerate(classes)}
+    y = np.array([lookup[items[i].label] for i in good], dtype=np.int64)
+    return x.astype(np.float32, copy=False), y, good
+
+
+def _compute(items: Sequence[Item], idx: list[int], config: ExtractConfig, views: str,
+             errors: dict[int, str]) -> dict[int, np.ndarray]:
+    """Run the feature network on every view of ``items[idx]`` (the runner: one worker per core)."""
+    from ..features._extract import DRAFT_FACTOR, _fingerprint, _network
+    from ..runner import plan_batches, run_batches
+
+    net = _network(config, _fingerprint(config, []))
+    check_views(views, net.preprocessing.input_size)
+    fn = ViewFeaturesFn(net.fn, views)
+    pre = net.preprocessing
+    draft = (DRAFT_FACTOR * min(pre.resize_size),) * 2 if config.draft else None
+    sub = [items[i] for i in idx]
+    # Each call runs V views of the batch: 4 images keep a CPU worker's batch near extract's default.
+    batch = config.batch_size or (4 if getattr(net.fn, "runs_in_workers", True) else 32)
+    out: dict[int, np.ndarray] = {}
+    _logger.info("computing %d views of %d images", len(view_ops(views)), len(sub))
+    for b_idx, feats, infos in run_batches(sub, pre.array_transform(), fn, plan_batches(len(sub), batch),
+                                           workers=config.workers, draft=draft):
+        good = iter(feats if feats is not None else [])
+        for j, (_, _, _, err) in zip(b_idx, infos):
+            if err is None:
+                out[idx[j]] = np.asarray(next(good), np.float32)
+            else:
+                errors[idx[j]] = err
+    return out
+
+
+def _save_rows(folder: Path, rows: dict[str, np.ndarray]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(list(folder.glob("rows-*.npz")))
+    tmp = folder / f".rows-{os.getpid()}.tmp.npz"
+    np.savez(tmp, keys=np.array(list(rows)), features=np.stack(list(rows.values())))
+    os.replace(tmp, folder / f"rows-{n:05d}-{os.getpid()}.npz")
+    from ..cache import note_written
+
+    note_written(folder, f"cached views of {len(rows)} images")

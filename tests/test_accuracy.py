@@ -1,0 +1,211 @@
+"""Issue 11: views (trained on, averaged at prediction) and cross-validated choices for the cheap strategies.
+
+Tiny random-weight timm models on generated images: real computation, seconds per test.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import headstart
+from headstart.training import TrainConfig, train
+from headstart.training import _train as run_module
+from headstart.views import VIEW_SETS, apply_views, average_views, with_views
+
+from conftest import make_image
+
+FAST = dict(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), workers=0)
+
+
+def _gradient_image(path: Path, cls: int, seed: int) -> Path:
+    """Two classes that differ in texture, not orientation: a flip of an image is still its class."""
+    rng = np.random.default_rng(seed)
+    arr = rng.normal(128, 20 if cls == 0 else 60, (40, 40, 3))
+    arr[: 10 + seed % 7, :, 0] += 60  # an orientation cue that changes with the view
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def textures(tmp_path):
+    root = tmp_path / "textures"
+    for i in range(18):
+        for cls, name in enumerate(("smooth", "rough")):
+            split = "test" if i < 4 else "train"
+            _gradient_image(root / split / name / f"{name}{i}.png", cls, i + 100 * cls)
+    return root
+
+
+def test_views_are_the_dihedral_group_in_numpy():
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    v = apply_views(x, "dihedral")
+    assert v.shape == (16, 3, 4, 4) and v.flags.c_contiguous
+    assert np.array_equal(v[:2], x)  # view 0 is the image itself
+    distinct = {v[k * 2].tobytes() for k in range(8)}
+    assert len(distinct) == 8
+    assert np.array_equal(apply_views(x, "hflip")[2:], x[..., ::-1])
+    assert apply_views(x, "none") is x
+    p = np.arange(16 * 3, dtype=np.float32).reshape(16, 3)
+    assert np.allclose(average_views(p, 8), p.reshape(8, 2, 3).mean(0))
+    fn = lambda b: b.reshape(len(b), -1)[:, :3]  # noqa: E731
+    assert with_views(fn, "none") is fn
+    with pytest.raises(headstart.HeadstartError, match="square"):
+        from headstart.views import check_views
+        check_views("dihedral", (64, 48))
+
+
+def _manual_probs(model, files, views):
+    """The in-process model on every view of each file, averaged: what every prediction path must give."""
+    x = torch.stack([model.preprocessing.transform()(headstart.load_image(f)) for f in files]).numpy()
+    with torch.no_grad():
+        p = torch.softmax(model.eval()(torch.from_numpy(apply_views(x, views))), 1).numpy()
+    return average_views(p, len(VIEW_SETS[views]))
+
+
+def test_predict_evaluate_and_onnx_agree_with_the_model_views_included(tmp_path, textures):
+    r = train(textures, tmp_path / "run", strategy="probe", views="dihedral", cv_folds=3, progress=False, **FAST)
+    run = headstart.load(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["views"] == "dihedral"
+    assert run.views == "dihedral" and r.model.views == "dihedral"
+    files = sorted(str(p) for p in (textures / "test").rglob("*.png"))
+    expected = _manual_probs(r.model, files, "dihedral")
+    assert not np.allclose(expected, _manual_probs(r.model, files, "none"), atol=1e-4)  # views change something
+
+    def probs(results):
+        return np.array([[{p.label: p.probability for p in res.predictions}[c] for c in run.class_names]
+                         for res in results])
+
+    np.testing.assert_allclose(probs(run.predict(files, top=2, backend="torch")), expected, atol=1e-5)
+    pil = [Image.open(f).convert("RGB") for f in files[:3]]
+    np.testing.assert_allclose(probs(run.predict(pil, top=2, backend="torch")), expected[:3], atol=1e-5)
+    test_preds = json.loads((tmp_path / "run" / "test_predictions.json").read_text())["items"]
+    by_path = {it["path"]: it["probabilities"] for it in test_preds}
+    np.testing.assert_allclose([by_path[f] for f in files], expected, atol=1e-5)  # train's own test scoring
+    ev = run.evaluate(textures, backend="torch")
+    assert ev["n"] == len(files) and ev["accuracy"] == pytest.approx(
+        float((expected.argmax(1) == [run.class_names.index(Path(f).parent.name) for f in files]).mean()))
+    from headstart.export import export_run
+
+    record = export_run(tmp_path / "run")
+    assert record["views"] == "dihedral"
+    onnx_run = headstart.load(tmp_path / "run")
+    predictor = onnx_run.predictor(backend="onnxruntime")
+    assert predictor.info.name == "onnxruntime" and predictor.views == "dihedral"
+    np.testing.assert_allclose(probs(onnx_run.predict(files, top=2, backend="onnxruntime")), expected, atol=1e-4)
+    assert onnx_run.evaluate(textures, backend="onnxruntime")["accuracy"] == ev["accuracy"]
+
+
+def test_views_none_and_no_cv_reproduce_the_validation_choice(tmp_path, textures):
+    """--views none --cv-folds 0 is headstart before issue 11: C chosen on the val split, fit on train only, one
+    view at prediction (the backend function is not even wrapped)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    from headstart.data import load_splits
+    from headstart.training._probe import C_GRID
+
+    r = train(textures, tmp_path / "run", strategy="probe", views="none", cv_folds=0, progress=False, **FAST)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["views"] == "none"
+    splits = load_splits(textures, val_split=0.15, test_split=0.15, seed=0)
+    from headstart.features import ExtractConfig
+    from headstart.training._data import cached_activations
+
+    ecfg = ExtractConfig(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), workers=0, device="cpu")
+    xtr, ytr, _ = cached_activations(splits.train, splits.classes, ecfg, progress=False)
+    xva, yva, _ = cached_activations(splits.val, splits.classes, ecfg, progress=False)
+    sc = StandardScaler().fit(xtr.numpy())
+    best = None
+    for c in C_GRID:  # the probe as it was written before issue 11
+        clf = LogisticRegression(C=c, max_iter=3000).fit(sc.transform(xtr.numpy()), ytr.numpy())
+        p = clf.predict_proba(sc.transform(xva.numpy()))
+        key = ((p.argmax(1) == yva.numpy()).mean(), -log_loss(yva.numpy(), p, labels=[0, 1]))
+        if best is None or key > best[0]:
+            best = (key, c, clf)
+    assert r.table[0]["C"] == best[1] and "cv" not in r.table[0]
+    files = [it.path for it in splits.test]
+    x = torch.stack([r.model.preprocessing.transform()(headstart.load_image(f)) for f in files])
+    with torch.no_grad():
+        feats = r.model.backbone(x)
+    ref = best[2].predict_proba(sc.transform(feats.mean((2, 3)).numpy()))  # the avg-pooled features
+    run = headstart.load(tmp_path / "run")
+    predictor = run.predictor(backend="torch")
+    assert predictor.batch_fn() is predictor.fn
+    got = run.predict(files, top=2, backend="torch")
+    got = np.array([[{p.label: p.probability for p in g.predictions}[c] for c in run.class_names] for g in got])
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_cv_chooses_on_training_images_only_and_reports_mean_and_std(tmp_path, textures, monkeypatch):
+    opened: list[str] = []
+    import headstart.data._images as images
+
+    for fn in ("read_image_file", "load_image"):
+        orig = getattr(images, fn)
+
+        def spy(src, *a, _orig=orig, **k):
+            opened.append(str(src))
+            return _orig(src, *a, **k)
+
+        for mod in ("headstart.data._images", "headstart.runner", "headstart.training._data",
+                    "headstart.models._model", "headstart.inference"):
+            monkeypatch.setattr(sys.modules[mod], fn, spy, raising=False)
+    seen_at_choice: list[str] = []
+    orig_choose = run_module.choose_winner
+    monkeypatch.setattr(run_module, "choose_winner", lambda rs: (seen_at_choice.extend(opened), orig_choose(rs))[1])
+    logs: list[str] = []
+    r = train(textures, tmp_path / "run", strategy="probe", views="auto", cv_folds=4, metric="balanced_accuracy",
+              progress=False, log=logs.append, **FAST)
+    test_files = {str(p) for p in (textures / "test").rglob("*.png")}
+    assert seen_at_choice and not test_files & set(seen_at_choice)
+    assert test_files <= set(opened)  # test scored once, after the choice
+    row = json.loads((tmp_path / "run" / "metrics.json").read_text())["strategies"][0]
+    assert row["cv_folds"] == 4 and 0 <= row["cv_std"] <= row["cv_mean"] <= 1
+    assert row["views"] in VIEW_SETS and "balanced accuracy" in row["cv"]
+    assert row["val_balanced_accuracy"] == pytest.approx(row["cv_mean"], abs=1e-4)
+    assert any("cross-validated" in m and "±" in m for m in logs)
+
+
+def test_views_setting_is_a_train_flag_and_refused_where_it_does_nothing(capsys):
+    from headstart.cli import main
+
+    with pytest.raises(headstart.HeadstartError, match="--views does not apply"):
+        TrainConfig(strategy="partial", views="dihedral").check({"views"})
+    try:
+        code = main(["train", "--help"])
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr().out
+    assert code in (0, None) and "--views {auto,none,hflip,dihedral}" in out and "--cv-folds" in out
+
+
+def test_sklearn_door_uses_the_same_views(textures):
+    from sklearn.linear_model import LogisticRegression
+
+    from headstart.features import ExtractConfig
+    from headstart.sklearn import FeatureExtractor, ViewsClassifier
+    from headstart.training._views import view_features
+
+    files = sorted(str(p) for p in (textures / "train").rglob("*.png"))
+    labels = [Path(f).parent.name for f in files]
+    fx = FeatureExtractor("test_efficientnet", weights=None).fit(files)
+    mine = fx.transform_views(files[:5], "dihedral")  # V×N×D
+    from headstart.data import Item
+
+    cached, _, _ = view_features([Item(f, lab) for f, lab in zip(files[:5], labels)], ["rough", "smooth"],
+                                 ExtractConfig(model="test_efficientnet", weights=None, input_shape=None, workers=0),
+                                 "dihedral")  # N×V×D, as training reads them
+    np.testing.assert_allclose(mine.transpose(1, 0, 2), cached, rtol=1e-4, atol=1e-4 * np.abs(cached).max())
+    np.testing.assert_allclose(fx.transform(files[:5]), mine[0], rtol=0, atol=0)
+    clf = ViewsClassifier(FeatureExtractor("test_efficientnet", weights=None), LogisticRegression(max_iter=2000),
+                          views="dihedral").fit(files, labels)
+    p = clf.predict_proba(files[:5])
+    f = clf.extractor_.transform_views(files[:5], "dihedral")
+    manual = np.mean([clf.estimator_.predict_proba(f[v]) for v in range(8)], axis=0)
+    np.testing.assert_allclose(p, manual, atol=1e-6)
+    assert clf.score(files, labels) > 0.5
