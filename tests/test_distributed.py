@@ -165,8 +165,10 @@ def test_rank_loader_slices_the_single_process_batches(monkeypatch, image_folder
 
 
 def test_sync_bn_is_refused_on_cpu(image_folder, tmp_path):
+    from headstart.training import train
+
     with pytest.raises(HeadstartError, match="--sync-bn needs CUDA"):
-        headstart.training.train(image_folder, tmp_path / "r", strategy="finetune", model="test_resnet",
+        train(image_folder, tmp_path / "r", strategy="finetune", model="test_resnet",
                                  weights=None, device="cpu", sync_bn=True, progress=False)
     assert not (tmp_path / "r").exists()
 
@@ -189,7 +191,7 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def test_ddp_train_and_evaluate_match_one_process(noisy, tmp_path):
+def test_ddp_train_matches_one_process(noisy, tmp_path):
     from safetensors.torch import load_file
 
     one, two = tmp_path / "one", tmp_path / "two"
@@ -208,8 +210,15 @@ def test_ddp_train_and_evaluate_match_one_process(noisy, tmp_path):
     assert _files(one) == _files(two)  # rank 1 wrote nothing of its own; no checkpoints left
     assert r.stdout.count("run saved to") == 1  # rank 0 alone printed
 
-    ev1 = _headstart("evaluate", one, noisy, "--include-seen", "--json", "--backend", "torch")
-    ev2 = _torchrun("evaluate", one, noisy, "--include-seen", "--json", "--backend", "torch", outputs=[])
+
+def test_torchrun_evaluate_scores_each_image_once(noisy, tmp_path):
+    run = tmp_path / "run"
+    from headstart.training import train
+
+    train(noisy, run, strategy="head", model="test_resnet", weights=None, epochs=1, workers=0, device="cpu",
+          progress=False)
+    ev1 = _headstart("evaluate", run, noisy, "--include-seen", "--json", "--backend", "torch")
+    ev2 = _torchrun("evaluate", run, noisy, "--include-seen", "--json", "--backend", "torch", outputs=[])
     assert ev2.returncode == 0, ev2.stderr[-3000:]
-    m1, m2 = json.loads(ev1.stdout), json.loads(ev2.stdout)
+    m1, m2 = json.loads(ev1.stdout), json.loads(ev2.stdout)  # rank 0 alone printed: one JSON document
     assert m1["n"] == m2["n"] == 24 and m1["confusion_matrix"] == m2["confusion_matrix"]

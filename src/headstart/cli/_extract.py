@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
         epilog="examples:\n"
                "  headstart extract photos/ --out feats/                      # pooled Lite0 features, 1280 each\n"
                "  headstart extract photos/ --model vgg16 --layer fc2 --out vgg_fc2/   # the seed's 4096 numbers\n"
-               "  headstart extract list.csv --layer block5_pool --pooling none --model vgg16 --out maps/\n"
+               "  headstart extract list.csv --layer block5_pool --pooling none --model vgg16 --out csv_maps/\n"
                "  headstart extract --model vgg16 --layer list                 # valid layer names and shapes\n"
                "  headstart extract photos/ --out f/ --backend torch -v          # force PyTorch; -v logs the choice\n"
                "  headstart extract photos/ --out f/ --device cuda --gpu-decode  # GPU: bf16, nvJPEG decoding\n"

@@ -162,6 +162,7 @@ def extract_sharded(items: Sequence[Item], out: Path, config, fingerprint: dict[
     fs = _after_shard(out, plan, shard, wait)
     if fs is not None:
         fs.stats = replace(stats, images=len(items), extracted=len(fs), skipped=len(fs.skipped),
+                           skipped_reasons=[(s["path"], s["reason"]) for s in fs.skipped],  # every shard's
                            seconds=time.perf_counter() - t0)
     return fs
 
@@ -175,7 +176,7 @@ def _after_shard(out: Path, plan: dict[str, Any], shard: Shard, wait: bool) -> F
         _poll(lambda: _merged(out, plan["fingerprint"]), out, lambda: f"rank 0 did not merge {out}")
         return FeatureSet.load(out)
     if len(finished_shards(out, plan)) < plan["world_size"]:
-        _logger.info("%d of %d shards of %s finished; the last one to finish merges them", 
+        _logger.info("%d of %d shards of %s finished; the last one to finish merges them",
                      len(finished_shards(out, plan)), plan["world_size"], out)
         return None
     try:  # the last shards to finish may find each other done: one merges, the other leaves it
