@@ -23,9 +23,11 @@ test: venv
 demo: venv
 	bash scripts/demo.sh $(DEMO_OUT)
 
-# Every speed figure of issue 5 side by side (about 10 minutes on 2 cores); results go to benchmarks/RESULTS.md.
+# Every speed figure side by side (about 10 minutes on 2 cores): throughput (issue 5) and start-up (issue 10).
+# Results go to benchmarks/RESULTS.md.
 bench: venv
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/startup.py
 
 # Accuracy side by side (issue 11): a hand-written probe vs headstart on the same splits of ELPV and digits;
 # `$(BIN)/python benchmarks/quality.py --splits 2 --fast` is the quick check. Results: benchmarks/RESULTS.md.

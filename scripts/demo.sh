@@ -10,9 +10,11 @@ echo "== 1. classifier: top-3 ImageNet labels with the offline Lite0 weights"
 echo
 echo "== 2-4. train on real data: ELPV solar cells, functional vs defective (auto tries every strategy)"
 "$BIN/headstart" data elpv "$OUT/elpv"
-"$BIN/headstart" train "$OUT/elpv" --out "$OUT/run-elpv"
+# --overwrite: a second `make demo` trains again (a finished run is otherwise never replaced silently)
+"$BIN/headstart" train "$OUT/elpv" --out "$OUT/run-elpv" --overwrite
 echo
 echo "== use the trained model (exported to ONNX, parity-checked; predict runs it with ONNX Runtime)"
 "$BIN/headstart" export "$OUT/run-elpv"
 "$BIN/headstart" predict "$OUT/run-elpv" "$OUT"/elpv/test/defective/$(ls "$OUT/elpv/test/defective" | head -1) --top 2
+echo "report (open in a browser): $OUT/run-elpv/report.html"
 echo "plots: $OUT/run-elpv/confusion_matrix.png $OUT/run-elpv/training_curves.png"

@@ -98,6 +98,15 @@ def test_predict_evaluate_and_onnx_agree_with_the_model_views_included(tmp_path,
     assert predictor.info.name == "onnxruntime" and predictor.views == "dihedral"
     np.testing.assert_allclose(probs(onnx_run.predict(files, top=2, backend="onnxruntime")), expected, atol=1e-4)
     assert onnx_run.evaluate(textures, backend="onnxruntime")["accuracy"] == ev["accuracy"]
+    import subprocess
+
+    code = ("import sys, json, headstart; r = headstart.load(sys.argv[1]).predict(sys.argv[2:], top=2); "
+            "print(json.dumps(['torch' in sys.modules, [[p.probability for p in x.predictions] for x in r]]))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run"), *files[:2]], capture_output=True,
+                         text=True, check=True).stdout
+    torch_loaded, top = json.loads(out)
+    assert not torch_loaded  # the ONNX path with views stays torch-free
+    np.testing.assert_allclose(np.sort(expected[:2], 1)[:, ::-1], top, atol=1e-4)
 
 
 def test_views_none_and_no_cv_reproduce_the_validation_choice(tmp_path, textures):
@@ -209,3 +218,16 @@ def test_sklearn_door_uses_the_same_views(textures):
     manual = np.mean([clf.estimator_.predict_proba(f[v]) for v in range(8)], axis=0)
     np.testing.assert_allclose(p, manual, atol=1e-6)
     assert clf.score(files, labels) > 0.5
+
+
+def test_a_lead_within_one_standard_error_does_not_buy_the_costlier_strategy():
+    from headstart.training import choose_winner
+    from headstart.training._strategies import StrategyResult
+
+    def res(name, score, n):
+        return StrategyResult(name, None, score, 0.0, val_score=score, n_scored=n)
+
+    probe, partial = res("probe", 0.877, 1968), res("partial", 0.885, 295)  # se of 88.5 % on 295: 1.9 points
+    assert choose_winner([probe, partial]).name == "probe"
+    assert choose_winner([res("probe", 0.85, 1968), res("partial", 0.885, 295)]).name == "partial"
+    assert choose_winner([res("head", 0.9, 0), res("probe", 0.8, 0)]).name == "head"  # no count: plain maximum

@@ -110,7 +110,7 @@ def _search(x, y, folds, candidates, widest: str, weights, n_classes: int, metri
     With cross-validation the search is staged, since every fit on 8 views of 2,000 images takes seconds on a
     2-core CPU: each view set and weighting at the middle of the C grid (``C_START``), then C for the winner only,
     a step at a time towards the better neighbour until the score stops improving. On ELPV the full grid picked
-    the same views and a C within one step; the staged search needs about a third of the fits.
+    the same views and C (split 0: dihedral, C = 0.03) with 45 fits instead of 105.
     """
     grid = C_GRID if len(folds) == 1 else C_START
     found = [cand for views in candidates for weight in weights
@@ -120,9 +120,8 @@ def _search(x, y, folds, candidates, widest: str, weights, n_classes: int, metri
         return best
     tried = {c.c for c in found if (c.views, c.weight) == (best.views, best.weight)}
     xs = x[:, view_index(best.views, widest)]
-    i = C_GRID.index(best.c)
-    for step in (-1, 1):
-        j = i + step
+    for step in (-1, 1):  # from the best so far: once it moved down, the step up meets a C already tried
+        j = C_GRID.index(best.c) + step
         while 0 <= j < len(C_GRID) and C_GRID[j] not in tried:
             cand = _evaluate(xs, y, folds, best.views, best.weight, n_classes, metric, (C_GRID[j],))[0]
             tried.add(cand.c)

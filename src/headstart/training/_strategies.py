@@ -65,6 +65,7 @@ class StrategyResult:
     history: "History | None" = None
     details: dict[str, Any] = field(default_factory=dict)
     val_score: float | None = None  # the choice metric on validation (accuracy or balanced accuracy)
+    n_scored: int = 0  # images the score rests on (validation split, or every image of a cross-validation)
 
     @property
     def score(self) -> float:
@@ -117,6 +118,7 @@ def run_strategy(name: str, ctx: TrainContext) -> StrategyResult:
     t0 = time.perf_counter()
     result = strategy.run(strategy, replace(ctx, config=replace(ctx.config, strategy=name)))
     result.seconds = time.perf_counter() - t0
+    result.n_scored = result.n_scored or len(ctx.splits.val)
     return result
 
 
@@ -236,7 +238,8 @@ def _run_probe(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
 
     model = _base(ctx.config, ctx.splits.classes, "avg")
     details, score, acc = fit_probe(model, ctx, _extract_cfg(ctx, pooling="avg"))
-    return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score)
+    n = len(ctx.splits.train) + len(ctx.splits.val) if "cv" in details else len(ctx.splits.val)
+    return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score, n_scored=n)
 
 
 def _run_head(strategy: Strategy, ctx: TrainContext) -> StrategyResult:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -32,9 +33,19 @@ class TrainResult:
 
 
 def choose_winner(results: Sequence[StrategyResult]) -> StrategyResult:
-    """Highest validation score (the run's metric); on a tie the earlier (cheaper) strategy. Validation only."""
+    """The cheapest strategy whose score is within one standard error of the best score (the one-standard-error
+    rule); validation (or cross-validation on training images) only.
+
+    A lead smaller than the noise of its measurement is no reason to take the costlier model, whose validation
+    score is also the best of its epochs (chosen on those same images): on ELPV's 295 validation images the
+    standard error of an 88 % accuracy is 1.9 points, while the probe's 5-fold score rests on all 1,968 training
+    images.
+    """
     order = list(STRATEGIES)
-    return max(results, key=lambda r: (round(r.score, 6), -order.index(r.name)))
+    best = max(results, key=lambda r: (round(r.score, 6), -order.index(r.name)))
+    p = min(max(best.score, 0.0), 1.0)
+    se = math.sqrt(p * (1 - p) / best.n_scored) if best.n_scored else 0.0
+    return min((r for r in results if r.score >= best.score - se - 1e-9), key=lambda r: order.index(r.name))
 
 
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None, *,

@@ -1,6 +1,6 @@
 """Cached pooled features of several views of every image (:mod:`headstart.views`), for the cheap strategies.
 
-The cache is kept per *file* (real path, size, modification time), not per list of files as the feature stores of
+The cache is kept per *image* (the SHA-256 of the file), not per list of files as the feature stores of
 ``cached_activations`` are: cross-validation, another split of the same data set or a rerun with other settings
 reuses every view already computed. Rows live in ``$HEADSTART_HOME/cache/views-<key>/rows-<n>.npz`` (numpy only,
 no pickle), one file per call that computed something, written atomically; the cache cap applies as for the
@@ -22,6 +22,7 @@ from ..errors import HeadstartError
 from ..features import ExtractConfig
 from ..home import activations_dir
 from ..views import ViewFeaturesFn, check_views, view_ops
+from ..weights import sha256_file
 
 __all__ = ["view_features"]
 
@@ -29,11 +30,12 @@ _logger = logging.getLogger(__name__)
 
 
 def _file_key(path: str) -> str:
+    """A file's identity for the cache: its content's SHA-256 (the same image under another name, a link or a
+    copy shares its features; an edited file gets new ones)."""
     try:
-        st = os.stat(path)
-        return f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+        return sha256_file(path)
     except OSError:
-        return f"{os.path.realpath(path)}\0missing"
+        return f"unreadable:{os.path.abspath(path)}"
 
 
 def _cache_dir(config: ExtractConfig, views: str, root: Path | None) -> Path:
