@@ -103,15 +103,7 @@ def _trace(model: nn.Module) -> list[_Record]:
                 records.append(_Record(path, starts[path], counter[0], tuple(out.shape), own))
 
         hooks += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    was_training = model.training
-    model.eval()
-    try:
-        h, w = model.input_size
-        model(torch.zeros(1, 3, h, w))
-    finally:
-        for hk in hooks:
-            hk.remove()
-        model.train(was_training)
+    model.dry_run(hooks)
     return records
 
 

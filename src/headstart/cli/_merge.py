@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..features._shard import merge
+    from ..features import merge
 
     fs = merge(args.out)
     print(f"{fs.root}: {len(fs)} features ({len(fs.skipped)} skipped) from {len(fs.meta.get('shards', []))} shards "

@@ -5,8 +5,8 @@ __getattr__, __dir__ = _attach(__name__, {
     "ExtractConfig": "._config:ExtractConfig", "POOLING_MODES": "._config:POOLING_MODES", "DTYPES": "._config:DTYPES",
     "ExtractStats": "._extract:ExtractStats", "extract": "._extract:extract",
     "FeatureModel": "._model:FeatureModel", "feature_model_for": "._model:feature_model_for",
-    "FeatureSet": "._store:FeatureSet", "IncompleteStoreError": "._store:IncompleteStoreError",
+    "merge": "._shard:merge", "FeatureSet": "._store:FeatureSet", "IncompleteStoreError": "._store:IncompleteStoreError",
 })
 
-__all__ = ["ExtractConfig", "ExtractStats", "extract", "FeatureModel", "feature_model_for", "FeatureSet",
+__all__ = ["ExtractConfig", "ExtractStats", "extract", "merge", "FeatureModel", "feature_model_for", "FeatureSet",
            "IncompleteStoreError", "POOLING_MODES", "DTYPES"]

@@ -144,6 +144,19 @@ class HeadstartModel(nn.Module):
         return self
 
     # -- shapes and summary ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def dry_run(self, hooks: Sequence = ()) -> None:
+        """One zero image through the model in eval mode, for what forward ``hooks`` record; the hooks are
+        removed and the train/eval mode is restored afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            self(torch.zeros(1, 3, *self.input_size))
+        finally:
+            for hk in hooks:
+                hk.remove()
+            self.train(was_training)
+
     def output_shapes(self) -> dict[str, tuple]:
         """Per-layer output shapes (Keras order: (None, H, W, C) or (None, N)) from one dry run."""
         if self._shapes is None:
@@ -274,13 +287,5 @@ def _trace_shapes(model: HeadstartModel, layers: list[Layer]) -> dict[str, tuple
                 shapes[layer.name] = (None, int(t[0].numel())) if flat else keras_shape(t.shape)
 
         hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        h, w = model.input_size
-        model(torch.zeros(1, 3, h, w))
-    finally:
-        for hk in hooks:
-            hk.remove()
-        model.train(was_training)
+    model.dry_run(hooks)
     return shapes
