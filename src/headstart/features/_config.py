@@ -50,7 +50,8 @@ class ExtractConfig:
     backend: str = setting("auto", "auto (default): ONNX Runtime on a CPU when installed, parity-checked and "
                            "faster, else PyTorch; -v prints the choice, the store's meta.json records it",
                            choices=BACKENDS, group="execution")
-    device: str | None = setting(None, "auto (default: CUDA if available), cpu, cuda, cuda:1 …",
+    device: str | None = setting(None, "where the network runs: auto (the default: CUDA if available), cpu, cuda, "
+                                 "cuda:1 …",
                                  group="execution")
     compile: bool = setting(False, "torch.compile the network (torch backend; pays off on long GPU runs)",
                             group="execution")

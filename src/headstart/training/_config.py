@@ -74,8 +74,8 @@ class TrainConfig:
                             group="data and budget")
     workers: int | None = setting(None, "worker processes for feature extraction (default: one per core)",
                                   minimum=0, group="data and budget")
-    device: str | None = setting(None, "where training and extraction run: auto (CUDA if available), cpu, cuda, "
-                                 "cuda:1 …", group="data and budget")
+    device: str | None = setting(None, "where training and extraction run: auto (the default: CUDA if available), cpu, "
+                                 "cuda, cuda:1 …", group="data and budget")
     sync_bn: bool = setting(False, "under torchrun: SyncBatchNorm across the GPUs while BatchNorm statistics train "
                             "(--bn train); CUDA only", group="data and budget")
 
