@@ -23,6 +23,9 @@ __all__ = [
     "ConfigError",
     "IncompleteStoreError",
     "RunError",
+    "ExplainError",
+    "NoFeatureMapError",
+    "ReportError",
 ]
 
 # Messages name the fix in the caller's own words: ``weights=None`` to a Python caller, ``--weights none`` to a
@@ -104,3 +107,15 @@ class IncompleteStoreError(HeadstartError, FileNotFoundError):
 
 class RunError(HeadstartError, ValueError):
     """A run directory that cannot be used: missing files, another format, a damaged or tampered file."""
+
+
+class ExplainError(HeadstartError, ValueError):
+    """An explanation that cannot be computed: a wrong target class, method or layer."""
+
+
+class NoFeatureMapError(ExplainError):
+    """A model without a convolutional feature map near its output (e.g. a vision transformer)."""
+
+
+class ReportError(HeadstartError, ValueError):
+    """Predictions that cannot be used for a report (another format, classes that do not match the run)."""

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from .data import ImageInput, load_image
-from .errors import HeadstartError, ImageLoadError
+from .errors import ExplainError, ImageLoadError, NoFeatureMapError
 
 __all__ = ["Explanation", "ExplainError", "NoFeatureMapError", "explain", "gradcam", "default_layer",
            "resolve_target_layer", "overlay", "save_overlays", "METHODS"]
@@ -39,14 +39,6 @@ METHODS = ("gradcam",)  # captum gives Grad-CAM for any layer; Grad-CAM++/Score-
 # transformer's blocks) says nothing about what the classifier used: refuse it instead of drawing noise.
 MAX_PARAMS_AFTER_MAP = 0.25
 OVERLAY_ALPHA = 0.45
-
-
-class ExplainError(HeadstartError, ValueError):
-    """An explanation that cannot be computed: a wrong target class, method or layer."""
-
-
-class NoFeatureMapError(ExplainError):
-    """A model without a convolutional feature map near its output (e.g. a vision transformer)."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import HeadstartError, ImageLoadError, RunError
+from .errors import HeadstartError, ImageLoadError, ReportError, RunError
 
 __all__ = ["write_report", "ReportError", "PREDICTIONS_FORMAT", "load_predictions"]
 
@@ -35,10 +35,6 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 THUMB = 112  # px, longest side of a thumbnail; JPEG at this size is 3-6 kB
 N_EXAMPLES = 8  # confident mistakes and unsure correct calls shown, each with a Grad-CAM overlay
 N_BINS = 10  # reliability plot
-
-
-class ReportError(HeadstartError, ValueError):
-    """Predictions that cannot be used for a report (another format, classes that do not match the run)."""
 
 
 @dataclass
@@ -132,25 +128,11 @@ def _predict(run: Path, data: Path, classes: Sequence[str]) -> list[Item]:
 # -- metrics -------------------------------------------------------------------------------------------------
 def _metrics(items: Sequence[Item], classes: Sequence[str]) -> dict[str, Any]:
     """The same keys as metrics.json's ``test``, from per-image predictions (unreadable images left out)."""
-    ok = [it for it in items if it.predicted is not None]
-    k = len(classes)
-    cm = np.zeros((k, k), dtype=int)
+    from .evaluate import classification_metrics
+
     idx = {c: i for i, c in enumerate(classes)}
-    for it in ok:
-        cm[idx[it.label], idx[it.predicted]] += 1
-    per_class, recalls = {}, []
-    for i, c in enumerate(classes):
-        tp, support, called = cm[i, i], cm[i].sum(), cm[:, i].sum()
-        prec = tp / called if called else 0.0
-        rec = tp / support if support else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per_class[c] = {"precision": float(prec), "recall": float(rec), "f1": float(f1), "support": int(support)}
-        if support:
-            recalls.append(rec)
-    n = int(cm.sum())
-    return {"accuracy": float(np.trace(cm) / n) if n else 0.0,
-            "balanced_accuracy": float(np.mean(recalls)) if recalls else 0.0, "per_class": per_class,
-            "confusion_matrix": cm.tolist(), "classes": list(classes), "n": n}
+    ok = [it for it in items if it.predicted is not None]
+    return classification_metrics([idx[it.label] for it in ok], [idx[it.predicted] for it in ok], list(classes))
 
 
 def _reliability(items: Sequence[Item]) -> tuple[list[tuple[float, float, float, int]], float] | None:
@@ -200,7 +182,7 @@ def _figure(it: Item, uri: str, extra: str = "") -> str:
     title = html.escape(it.path)
     conf = f" {it.confidence:.0%}" if it.probabilities else ""
     pic = (f'<img src="{uri}" alt="{name}">' if uri else
-           f'<div class="broken">unreadable</div>')
+           '<div class="broken">unreadable</div>')
     return (f'<figure title="{title}">{pic}<figcaption>{name}<br>{html.escape(it.label)} → '
             f'{html.escape(str(it.predicted))}{conf}{extra}</figcaption></figure>')
 

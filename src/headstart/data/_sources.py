@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import HeadstartError, SourceError
+from ..errors import SourceError
 from ._images import IMAGE_EXTENSIONS
 
 __all__ = ["Item", "SourceError", "read_source", "scan_folder", "read_csv"]

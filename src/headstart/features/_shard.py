@@ -35,7 +35,7 @@ from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
 from ..data import Item
 from ..distributed import TIMEOUT_ENV, Shard, split_evenly
 from ..errors import HeadstartError
-from ._store import FEATURES, INDEX, INDEX_COLUMNS, META, SKIPPED, WORK, FeatureSet, StoreWriter, _csv, open_reserved
+from ._store import FEATURES, INDEX, INDEX_COLUMNS, META, SKIPPED, FeatureSet, StoreWriter, _csv, open_reserved
 
 __all__ = ["PLAN", "SHARDS", "merge", "extract_sharded", "shard_dir"]
 
@@ -283,7 +283,7 @@ def _check_shards(out: Path, plan: dict[str, Any]) -> list[dict[str, Any]]:
             metas.append(meta)
     if problems:
         raise HeadstartError(f"cannot merge {out}: " + "; ".join(problems) + ". Rerun the same extract command "
-                             f"(torchrun, or each missing --shard R/W): finished shards are kept.")
+                             "(torchrun, or each missing --shard R/W): finished shards are kept.")
     if len({(tuple(m["feature_shape"]), m["dtype"], m["backend"]["name"]) for m in metas}) != 1:
         raise HeadstartError(f"cannot merge {out}: its shards differ in feature shape, dtype or backend; delete "
                              f"{out} and extract again.")

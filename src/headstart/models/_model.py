@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -13,6 +13,9 @@ from ..errors import HeadstartError, UnknownLayerError
 from ._layers import Layer, model_layers
 from ._prediction import Prediction
 from ._registry import ModelSpec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["ModelConfig", "HeadstartModel", "Prediction", "LayerHandle", "FromCut", "Probabilities", "unknown_layer"]
 

@@ -14,7 +14,6 @@ from ._config import TrainConfig
 from ._strategies import AUTO, STRATEGIES, StrategyResult, TrainContext, run_strategy
 
 if TYPE_CHECKING:
-    from ..data import Splits
     from ..models import HeadstartModel
 
 __all__ = ["train", "TrainResult", "choose_winner"]
