@@ -133,7 +133,7 @@ def main() -> None:
                                                       "0.5", "0.5"], ["predict", str(run), str(cell)]),
         ]
         print(f"median of {args.repeats} fresh processes each; python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
-        print(f"| command | s | baseline | s | ratio | torch imported |\n|---|---:|---|---:|---:|---|")
+        print("| command | s | baseline | s | ratio | torch imported |\n|---|---:|---|---:|---:|---|")
         for name, cmd, base_name, base, probe in rows:
             a, b = _time(cmd, env, args.repeats), _time(base, env, args.repeats)
             torch_used = _torch_imported(probe, env) if probe else "-"
