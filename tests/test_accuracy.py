@@ -2,6 +2,7 @@
 
 Tiny random-weight timm models on generated images: real computation, seconds per test.
 """
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -163,7 +164,7 @@ def test_cv_chooses_on_training_images_only_and_reports_mean_and_std(tmp_path, t
 
         for mod in ("headstart.data._images", "headstart.runner", "headstart.training._data",
                     "headstart.models._model", "headstart.inference"):
-            monkeypatch.setattr(sys.modules[mod], fn, spy, raising=False)
+            monkeypatch.setattr(importlib.import_module(mod), fn, spy, raising=False)  # loaded or not yet
     seen_at_choice: list[str] = []
     orig_choose = run_module.choose_winner
     monkeypatch.setattr(run_module, "choose_winner", lambda rs: (seen_at_choice.extend(opened), orig_choose(rs))[1])

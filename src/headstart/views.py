@@ -15,11 +15,12 @@ while training on them too gained 1.5 (88.4 %): the two always go together here.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import HeadstartError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["VIEW_SETS", "VIEWS_CHOICES", "view_ops", "apply_views", "average_views", "with_views", "ViewsFn",
            "ViewFeaturesFn", "check_views"]
@@ -58,8 +59,10 @@ def check_views(views: str, input_size: tuple[int, int]) -> None:
                              f"{h}×{w}. Use --views hflip (or none), or a square --input-shape.")
 
 
-def apply_views(x: np.ndarray, views: str) -> np.ndarray:
+def apply_views(x: "np.ndarray", views: str) -> "np.ndarray":
     """N×3×H×W → (V·N)×3×H×W, view-major: rows ``v·N … v·N+N-1`` are view ``v`` of every image."""
+    import numpy as np
+
     x = np.asarray(x)
     ops = view_ops(views)
     if len(ops) == 1:
@@ -71,15 +74,17 @@ def apply_views(x: np.ndarray, views: str) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
 
 
-def average_views(p: np.ndarray, n_views: int) -> np.ndarray:
+def average_views(p: "np.ndarray", n_views: int) -> "np.ndarray":
     """(V·N)×K view-major outputs → N×K, the mean over the views of each image."""
     if n_views == 1:
         return p
     return p.reshape(n_views, -1, *p.shape[1:]).mean(0)
 
 
-def _numpy(x) -> np.ndarray:
+def _numpy(x) -> "np.ndarray":
     """A batch as numpy (the GPU engine hands tensors)."""
+    import numpy as np
+
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
@@ -94,7 +99,9 @@ class ViewsFn:
         view_ops(views)
         self.fn, self.views = fn, views
 
-    def __call__(self, x) -> np.ndarray:
+    def __call__(self, x) -> "np.ndarray":
+        import numpy as np
+
         x = _numpy(x)
         return average_views(np.asarray(self.fn(apply_views(x, self.views))), len(view_ops(self.views)))
 
@@ -107,7 +114,9 @@ class ViewsFn:
 class ViewFeaturesFn(ViewsFn):
     """A feature function run on each view: N×3×H×W → N×(V·D), the views of one image side by side."""
 
-    def __call__(self, x) -> np.ndarray:
+    def __call__(self, x) -> "np.ndarray":
+        import numpy as np
+
         x = _numpy(x)
         n, v = len(x), len(view_ops(self.views))
         y = np.asarray(self.fn(apply_views(x, self.views))).reshape(v, n, -1)

@@ -38,11 +38,18 @@ def _file_key(path: str) -> str:
         return f"unreadable:{os.path.abspath(path)}"
 
 
-def _cache_dir(config: ExtractConfig, views: str, root: Path | None) -> Path:
-    from ..features._extract import _fingerprint
+def _identity(config: ExtractConfig) -> dict:
+    """What determines the features: the extraction settings that matter, the model and its weights."""
+    from ..inference import weights_id
+    from ..models import get_spec
 
-    fp = _fingerprint(config, [])
-    key = json.dumps([fp["config"], fp["weights_sha256"], views], sort_keys=True)
+    name = get_spec(config.model).name
+    return {"task": "features", **config.identity(), "model": name,
+            "weights_sha256": weights_id(name, config.weights) or "random(seed=0)"}
+
+
+def _cache_dir(config: ExtractConfig, views: str, root: Path | None) -> Path:
+    key = json.dumps([_identity(config), views], sort_keys=True)
     return (root or activations_dir()) / f"views-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
 
@@ -89,24 +96,38 @@ def view_features(items: Sequence[Item], classes: list[str], config: ExtractConf
     return x.astype(np.float32, copy=False), y, good
 
 
+def _network(config: ExtractConfig):
+    """The feature network on the chosen backend (ONNX Runtime on a CPU when faster, as ``extract`` does)."""
+    from ..backends import prepare
+    from ..features import feature_model_for
+
+    fm = feature_model_for(config)
+    about = {"model": fm.model.config.name, "layer": fm.layer_name or "(pooled pre-classifier features)",
+             "preprocessing": fm.preprocessing.to_dict(), "feature_shape": list(fm.feature_shape)}
+    fn, info = prepare(fm.as_module(), (3, *fm.model.input_size), backend=config.backend, device=config.device,
+                       compile=config.compile, identity=_identity(config), about=about)
+    info.log()
+    return fn, fm.preprocessing
+
+
 def _compute(items: Sequence[Item], idx: list[int], config: ExtractConfig, views: str,
              errors: dict[int, str]) -> dict[int, np.ndarray]:
-    """Run the feature network on every view of ``items[idx]`` (the runner: one worker per core)."""
-    from ..features._extract import DRAFT_FACTOR, _fingerprint, _network
+    """Run the feature network on every view of ``items[idx]`` (the runner: one worker per core).
+
+    Images are decoded at full size (no draft mode), exactly as prediction decodes them.
+    """
     from ..runner import plan_batches, run_batches
 
-    net = _network(config, _fingerprint(config, []))
-    check_views(views, net.preprocessing.input_size)
-    fn = ViewFeaturesFn(net.fn, views)
-    pre = net.preprocessing
-    draft = (DRAFT_FACTOR * min(pre.resize_size),) * 2 if config.draft else None
+    net_fn, pre = _network(config)
+    check_views(views, pre.input_size)
+    fn = ViewFeaturesFn(net_fn, views)
     sub = [items[i] for i in idx]
     # Each call runs V views of the batch: 4 images keep a CPU worker's batch near extract's default.
-    batch = config.batch_size or (4 if getattr(net.fn, "runs_in_workers", True) else 32)
+    batch = config.batch_size or (4 if getattr(net_fn, "runs_in_workers", True) else 32)
     out: dict[int, np.ndarray] = {}
     _logger.info("computing %d views of %d images", len(view_ops(views)), len(sub))
     for b_idx, feats, infos in run_batches(sub, pre.array_transform(), fn, plan_batches(len(sub), batch),
-                                           workers=config.workers, draft=draft):
+                                           workers=config.workers):
         good = iter(feats if feats is not None else [])
         for j, (_, _, _, err) in zip(b_idx, infos):
             if err is None:
