@@ -1,4 +1,5 @@
 import csv
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_auto_chooses_on_validation_only(tmp_path, three_classes, monkeypatch):
 
         for mod in ("headstart.data._images", "headstart.runner", "headstart.training._data",
                     "headstart.models._model", "headstart.inference"):
-            monkeypatch.setattr(sys.modules[mod], fn, spy, raising=False)
+            monkeypatch.setattr(importlib.import_module(mod), fn, spy, raising=False)
     seen_at_choice: list[str] = []
     orig_choose = run_module.choose_winner
     monkeypatch.setattr(run_module, "choose_winner", lambda rs: (seen_at_choice.extend(opened), orig_choose(rs))[1])
