@@ -32,7 +32,7 @@ from ..weights import sha256_file
 from ._config import ExtractConfig
 from ._store import META, WORK, FeatureSet, StoreWriter
 
-__all__ = ["ExtractConfig", "ExtractStats", "extract"]
+__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_network"]
 
 _logger = logging.getLogger(__name__)
 
@@ -71,6 +71,18 @@ class _Network:
     about: dict[str, Any]  # model, architecture, layer, preprocessing, feature shape (what meta.json records)
 
 
+def _network_identity(config: ExtractConfig) -> dict[str, Any]:
+    """What determines the features, without building anything: settings, model name, weights SHA-256."""
+    spec = get_spec(config.model)
+    if config.weights == "imagenet":
+        weights_id = spec.weights.sha256 if spec.weights else "timm"
+    elif config.weights is None:
+        weights_id = "random(seed=0)"
+    else:
+        weights_id = sha256_file(config.weights)
+    return {"config": {**config.identity(), "model": spec.name}, "weights_sha256": weights_id}
+
+
 def _fingerprint(config: ExtractConfig, items: Sequence[Item]) -> dict[str, Any]:
     h = hashlib.sha256()
     for it in items:
@@ -80,15 +92,7 @@ def _fingerprint(config: ExtractConfig, items: Sequence[Item]) -> dict[str, Any]
         except OSError:
             sig = "missing"
         h.update(f"{it.path}\0{it.label}\0{sig}\n".encode("utf-8", "surrogateescape"))
-    spec = get_spec(config.model)
-    if config.weights == "imagenet":
-        weights_id = spec.weights.sha256 if spec.weights else "timm"
-    elif config.weights is None:
-        weights_id = "random(seed=0)"
-    else:
-        weights_id = sha256_file(config.weights)
-    return {"config": {**config.identity(), "model": spec.name}, "weights_sha256": weights_id,
-            "inputs_sha256": h.hexdigest(), "n": len(items)}
+    return {**_network_identity(config), "inputs_sha256": h.hexdigest(), "n": len(items)}
 
 
 def _prepare_out(out: Path, fingerprint: dict[str, Any], overwrite: bool, sharded: bool = False
@@ -160,7 +164,7 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
             return cached
         if shard is not None:
             return _extract_shard(items, out, config, fingerprint, shard, wait, overwrite, progress)
-        net = _network(config, fingerprint)
+        net = feature_network(config)
         if config.gpu_decode and net.fn.runs_in_workers:
             raise HeadstartError("--gpu-decode needs the network on a GPU (--device cuda); this run uses "
                                  f"{net.info.name} on the CPU workers.")
@@ -199,14 +203,19 @@ def _extract_shard(items, out: Path, config: ExtractConfig, fingerprint, shard, 
                            progress=progress and shard.rank == 0)
 
 
-def _network(config: ExtractConfig, fingerprint: dict[str, Any]) -> _Network:
-    """The cached ONNX export found by identity (no torch), or the model built in PyTorch and prepared."""
-    identity = {"task": "features", **fingerprint["config"], "weights_sha256": fingerprint["weights_sha256"]}
+_ABOUT = ("model", "architecture", "layer", "preprocessing", "feature_shape")  # what meta.json needs
+
+
+def feature_network(config: ExtractConfig) -> _Network:
+    """The network of an extraction, ready to run: the cached ONNX export found by identity (no torch), or the
+    model built in PyTorch and prepared (exported once and recorded by identity for next time)."""
+    ident = _network_identity(config)
+    identity = {"task": "features", **ident["config"], "weights_sha256": ident["weights_sha256"]}
     if config.backend != "torch" and not config.gpu_decode and runs_on_cpu(config.device) \
             and onnxruntime_available():
         found = find_export(identity)
         why = choose_ort(config.backend, found[1]) if found else None
-        if found and why:
+        if found and why and set(_ABOUT) <= set(found[2]):  # an entry missing a field: a cache miss
             from ..backends import OrtFn
 
             path, record, about = found

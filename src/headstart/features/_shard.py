@@ -134,16 +134,16 @@ def extract_sharded(items: Sequence[Item], out: Path, config, fingerprint: dict[
     finds every other one finished merges and returns the store; the others return None.
     """
     from ..backends import batch_size_for
-    from ._extract import ExtractStats, _meta, _network, _run
+    from ._extract import ExtractStats, _meta, _run, feature_network
 
     t0 = time.perf_counter()
-    net = _network(config, fingerprint)
+    net = feature_network(config)
     input_size = (3, *net.preprocessing.input_size)
     proposal = make_plan(fingerprint, len(items), config.batch_size or batch_size_for(net.fn, input_size, 4),
                          config.chunk_batches, shard.world, net.info.name)
     plan = frozen_plan(out, proposal, overwrite)
     if plan["backend"] != net.info.name:  # every shard runs the plan's backend: identical bytes, not just parity
-        net = _network(replace(config, backend=plan["backend"]), fingerprint)
+        net = feature_network(replace(config, backend=plan["backend"]))
     config = replace(config, batch_size=plan["batch_size"], chunk_batches=plan["chunk_batches"])
     start, stop = plan["ranges"][shard.rank]
     stats = ExtractStats()

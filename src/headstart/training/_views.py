@@ -97,17 +97,11 @@ def view_features(items: Sequence[Item], classes: list[str], config: ExtractConf
 
 
 def _network(config: ExtractConfig):
-    """The feature network on the chosen backend (ONNX Runtime on a CPU when faster, as ``extract`` does)."""
-    from ..backends import prepare
-    from ..features import feature_model_for
+    """The feature network on the chosen backend: exactly what ``extract`` runs (one construction path)."""
+    from ..features import feature_network
 
-    fm = feature_model_for(config)
-    about = {"model": fm.model.config.name, "layer": fm.layer_name or "(pooled pre-classifier features)",
-             "preprocessing": fm.preprocessing.to_dict(), "feature_shape": list(fm.feature_shape)}
-    fn, info = prepare(fm.as_module(), (3, *fm.model.input_size), backend=config.backend, device=config.device,
-                       compile=config.compile, identity=_identity(config), about=about)
-    info.log()
-    return fn, fm.preprocessing
+    net = feature_network(config)
+    return net.fn, net.preprocessing
 
 
 def _compute(items: Sequence[Item], idx: list[int], config: ExtractConfig, views: str,
