@@ -21,13 +21,15 @@ from typing import Sequence
 from .._version import __version__
 from ..errors import HeadstartError, use_cli_words
 from ._common import add_verbose
-from . import (_cache, _classify, _data, _explain, _export, _extract, _merge, _models, _predict, _report, _summary,
-               _train, _weights)
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (_models, _summary, _classify, _extract, _merge, _data, _train, _predict, _export, _cache, _weights,
-             _explain, _report)
+# command → the module that adds its parser, in --help order. Modules are imported only when their parser is built:
+# running one command builds that command's parser alone (train's settings are not even imported by `classify`).
+_COMMANDS = {"models": "_models", "summary": "_summary", "classify": "_classify", "extract": "_extract",
+             "merge": "_merge", "data": "_data", "train": "_train", "predict": "_predict", "evaluate": "_predict",
+             "export": "_export", "cache": "_cache", "weights": "_weights", "explain": "_explain",
+             "report": "_report"}
 
 EPILOG = """examples:
   headstart models                                  # what is available, and usable offline now
@@ -67,15 +69,20 @@ def _one_of_several(args: argparse.Namespace) -> None:
         sys.stdout = open(os.devnull, "w")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the arguments, only the named command's subparser is built (start-up time)."""
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="headstart", description="Transfer learning for computer vision with ImageNet-pretrained networks.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"headstart {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (also accepted after COMMAND)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _COMMANDS:
-        module.add_parser(sub)
+    named = next((a for a in (argv or ()) if not a.startswith("-")), None)
+    modules = [_COMMANDS[named]] if named in _COMMANDS else list(dict.fromkeys(_COMMANDS.values()))
+    for name in modules:
+        importlib.import_module(f".{name}", __name__).add_parser(sub)
     for command in sub.choices.values():  # -v works after the subcommand too: `headstart classify -v …`
         if "-v" not in command._option_string_actions:
             add_verbose(command)
@@ -88,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="surrogateescape")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) and argument errors (2): a code, for callers of main()
