@@ -56,3 +56,23 @@ def sample_photos(tmp_path_factory):
     Image.fromarray(skimage.data.chelsea()).save(d / "chelsea.png")
     hopper = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     return {"coffee": d / "coffee.jpg", "chelsea": d / "chelsea.png", "grace_hopper": hopper}
+
+
+def spy_image_reads(monkeypatch) -> list[str]:
+    """Record every image file headstart opens (in this process), wherever the read is imported; returns the list."""
+    import importlib
+
+    import headstart.data._images as images
+
+    opened: list[str] = []
+    for fn in ("read_image_file", "load_image"):
+        orig = getattr(images, fn)
+
+        def spy(src, *a, _orig=orig, **k):
+            opened.append(str(src))
+            return _orig(src, *a, **k)
+
+        for mod in ("headstart.data._images", "headstart.runner", "headstart.training._data",
+                    "headstart.models._model", "headstart.inference"):
+            monkeypatch.setattr(importlib.import_module(mod), fn, spy, raising=False)  # loaded or not yet
+    return opened

@@ -2,7 +2,6 @@
 
 Tiny random-weight timm models on generated images: real computation, seconds per test.
 """
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from headstart.training import TrainConfig, train
 from headstart.training import _train as run_module
 from headstart.views import VIEW_SETS, apply_views, average_views, with_views
 
-from conftest import make_image
+from conftest import spy_image_reads
 
 FAST = dict(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), workers=0)
 
@@ -152,19 +151,7 @@ def test_views_none_and_no_cv_reproduce_the_validation_choice(tmp_path, textures
 
 
 def test_cv_chooses_on_training_images_only_and_reports_mean_and_std(tmp_path, textures, monkeypatch):
-    opened: list[str] = []
-    import headstart.data._images as images
-
-    for fn in ("read_image_file", "load_image"):
-        orig = getattr(images, fn)
-
-        def spy(src, *a, _orig=orig, **k):
-            opened.append(str(src))
-            return _orig(src, *a, **k)
-
-        for mod in ("headstart.data._images", "headstart.runner", "headstart.training._data",
-                    "headstart.models._model", "headstart.inference"):
-            monkeypatch.setattr(importlib.import_module(mod), fn, spy, raising=False)  # loaded or not yet
+    opened = spy_image_reads(monkeypatch)
     seen_at_choice: list[str] = []
     orig_choose = run_module.choose_winner
     monkeypatch.setattr(run_module, "choose_winner", lambda rs: (seen_at_choice.extend(opened), orig_choose(rs))[1])

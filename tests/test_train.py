@@ -1,5 +1,4 @@
 import csv
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from headstart.training import _train as run_module
 from headstart.training._loop import class_weights
 from headstart.training._strategies import cut_point
 
-from conftest import make_image
+from conftest import make_image, spy_image_reads
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
 # Small and fast: a tiny random-weight timm EfficientNet at 64 px, few epochs with a high learning rate.
@@ -92,19 +91,7 @@ def test_auto_chooses_on_validation_only(tmp_path, three_classes, monkeypatch):
             dest = split_root / ("test" if i < 4 else "train") / cls / p.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             p.rename(dest)
-    opened: list[str] = []
-    import headstart.data._images as images
-
-    for fn in ("read_image_file", "load_image"):
-        orig = getattr(images, fn)
-
-        def spy(src, *a, _orig=orig, **k):
-            opened.append(str(src))
-            return _orig(src, *a, **k)
-
-        for mod in ("headstart.data._images", "headstart.runner", "headstart.training._data",
-                    "headstart.models._model", "headstart.inference"):
-            monkeypatch.setattr(importlib.import_module(mod), fn, spy, raising=False)
+    opened = spy_image_reads(monkeypatch)
     seen_at_choice: list[str] = []
     orig_choose = run_module.choose_winner
     monkeypatch.setattr(run_module, "choose_winner", lambda rs: (seen_at_choice.extend(opened), orig_choose(rs))[1])
