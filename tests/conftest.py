@@ -31,10 +31,14 @@ def make_image(path: Path, size=(48, 40), color=(200, 30, 30), mode="RGB", noise
 @pytest.fixture
 def image_folder(tmp_path):
     """Two classes of 8 small noisy images each: red `a/`, blue `b/`."""
-    root = tmp_path / "images"
+    return make_two_classes(tmp_path / "images", 8, noise=25)
+
+
+def make_two_classes(root: Path, n: int, noise: float) -> Path:
+    """``n`` noisy images per class: red ``a/``, blue ``b/`` (seeded: the same files every time)."""
     for cls, color in (("a", (220, 40, 40)), ("b", (40, 40, 220))):
-        for i in range(8):
-            make_image(root / cls / f"{cls}{i}.png", color=color, noise=25, seed=i)
+        for i in range(n):
+            make_image(root / cls / f"{cls}{i}.png", color=color, noise=noise, seed=i)
     return root
 
 

@@ -20,7 +20,7 @@ import torch
 import headstart
 from headstart.errors import HeadstartError
 
-from conftest import make_image
+from conftest import make_image, make_two_classes
 
 TINY = ["--model", "test_resnet", "--weights", "none", "--backend", "torch", "--workers", "0"]
 STORE_FILES = ("features.npy", "index.csv", "skipped.csv")
@@ -180,11 +180,7 @@ TRAIN = ["--strategy", "finetune", "--augment", "none", "--head", "avg", "--mode
 
 @pytest.fixture
 def noisy(tmp_path):
-    root = tmp_path / "data"
-    for cls, color in (("a", (220, 40, 40)), ("b", (40, 40, 220))):
-        for i in range(12):
-            make_image(root / cls / f"{cls}{i}.png", color=color, noise=60, seed=i)
-    return root
+    return make_two_classes(tmp_path / "data", 12, noise=60)
 
 
 def _files(root: Path) -> set[str]:
