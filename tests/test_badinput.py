@@ -87,9 +87,13 @@ def test_train_predict_evaluate_with_bad_files(tmp_path, corpus, capfdbinary):
         (data / cls / "empty.png").write_bytes(b"")
         (data / cls / "text.jpg").write_text("nope")
     run = tmp_path / "run"
+    (data / "red" / "cut.png").write_bytes((data / "red" / "0.png").read_bytes()[:300])  # header fine, data cut
     assert main(["train", str(data), "--out", str(run), *TINY, "--strategy", "probe", "--input-shape", "64,64",
-                 "--workers", "0", "-q"]) == 0
-    _read(capfdbinary)
+                 "--workers", "0", "-q"]) == 1  # trained on the rest; the unreadable ones named, as elsewhere
+    err = _read(capfdbinary)[1]
+    named = sorted(os.path.basename(line.split(": ")[1]) for line in err.splitlines() if line.startswith("error: "))
+    assert named == ["cut.png", "empty.png", "empty.png", "text.jpg", "text.jpg"]
+    assert (run / "model.safetensors").is_file()
     paths = [str(p) for p, _ in corpus.values()]
     assert main(["predict", str(run), *paths]) == 1
     out, err = _read(capfdbinary)
@@ -98,7 +102,7 @@ def test_train_predict_evaluate_with_bad_files(tmp_path, corpus, capfdbinary):
     # the bad files are listed, not scored (--include-seen: the run trained on most of these images)
     assert main(["evaluate", str(run), str(data), "--json", "--include-seen"]) == 1
     m = json.loads(_read(capfdbinary)[0])
-    assert m["n"] == 16 and len(m["skipped"]) == 4 and m["accuracy"] > 0.9
+    assert m["n"] == 16 and len(m["skipped"]) == 5 and m["accuracy"] > 0.9
 
 
 @pytest.mark.parametrize("content,match", [

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .models import HeadstartModel
 
 __all__ = ["FORMAT", "MODEL", "CONFIG", "TRAIN_CONFIG", "METRICS", "ONNX", "PREDICTIONS", "SEEN", "TrainedModel",
-           "load", "save_run", "export_source", "hash_files"]
+           "load", "save_run", "export_source", "hash_files", "hash_images"]
 
 FORMAT = "headstart-run/1"
 MODEL, CONFIG, TRAIN_CONFIG, METRICS = "model.safetensors", "config.json", "train_config.json", "metrics.json"
@@ -74,18 +74,29 @@ def _report(m: dict[str, Any]) -> str:
 
 
 def hash_files(paths: Iterable[str]) -> list[str]:
-    """SHA-256 of each file that opens as an image (others were never trained on, so they stay "unseen")."""
-    from PIL import Image, UnidentifiedImageError
+    """SHA-256 of each file that decodes as an image (others were never trained on, so they stay "unseen")."""
+    return hash_images(paths)[0]
 
-    out = []
+
+def hash_images(paths: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(SHA-256 of each file that decodes as an image, (path, cause) of each that does not).
+
+    A full decode through the loader training uses, not a header check: a truncated file was skipped by training
+    too, and ``train`` names it (exit code 1) like every command that reads images.
+    """
+    from .data import load_image
+    from .errors import ImageLoadError
+
+    hashes, failed = [], []
     for p in paths:
         try:
-            with Image.open(p):  # reads the header only: cheap, and enough to tell an image from debris
-                pass
-            out.append(sha256_file(p))
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-            continue
-    return out
+            load_image(p)
+            hashes.append(sha256_file(p))
+        except ImageLoadError as exc:
+            failed.append((str(p), exc.cause))
+        except OSError as exc:  # vanished between decoding and hashing
+            failed.append((str(p), exc.strerror or str(exc)))
+    return hashes, failed
 
 
 def export_source(root: Path) -> dict[str, str]:

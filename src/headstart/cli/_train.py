@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import add_setting_arguments, api_only_fields, settings_from_args
+from ._common import report_skipped
 from ..training import TrainConfig
 from ..training import STRATEGIES
 
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                    overwrite=args.overwrite, given=set(given),
                    log=lambda msg: console.print(f"[dim]{msg}[/dim]") if not args.quiet else None)
     _print_result(result, config)
-    return 0
+    report_skipped(result.skipped)  # trained on the rest; exit 1 names them, as every command that reads images
+    return 1 if result.skipped else 0
 
 
 def _print_result(result, config: TrainConfig) -> None:

@@ -29,6 +29,7 @@ class TrainResult:
     test: dict[str, Any] | None
     table: list[dict[str, Any]] = field(default_factory=list)
     model: "HeadstartModel | None" = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, cause): images that could not be read
 
 
 def choose_winner(results: Sequence[StrategyResult]) -> StrategyResult:
@@ -149,7 +150,7 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
             ) -> TrainResult:
     from ..evaluate import evaluate_items
     from ..inference import predictor_for
-    from ..run import hash_files, save_run
+    from ..run import hash_images, save_run
 
     splits, config = ctx.splits, ctx.config
     test, predictions = None, None
@@ -164,12 +165,15 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
                "val_score": winner.score, "device": str(ctx.device), "strategies": table, "test": test,
                "histories": {r.name: r.history.to_dict() for r in results if r.history}}
     record = {**config.to_dict(), "data": splits.source, "split_counts": splits.counts(), "classes": splits.classes}
-    seen = {"train": hash_files(it.path for it in splits.train), "val": hash_files(it.path for it in splits.val)}
+    (train_seen, bad_train), (val_seen, bad_val) = (hash_images(it.path for it in part)
+                                                    for part in (splits.train, splits.val))
+    seen = {"train": train_seen, "val": val_seen}
+    skipped = bad_train + bad_val + [(s["path"], s["reason"]) for s in (test or {}).get("skipped", [])]
     from ..distributed import is_main
 
     if is_main():  # every rank scored the test split together (each image once); rank 0 writes the run
         save_run(out, winner.model, winner.name, record, metrics, predictions, seen)
-    return TrainResult(out, winner.name, winner.val_acc, test, table, winner.model)
+    return TrainResult(out, winner.name, winner.val_acc, test, table, winner.model, skipped)
 
 
 def _write_report(out: Path, say) -> None:
