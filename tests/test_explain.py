@@ -10,7 +10,8 @@ from PIL import Image
 
 import headstart
 from headstart.cli import main
-from headstart.explain import ExplainError, NoFeatureMapError, default_layer, explain, map_peak
+from headstart.explain import (ExplainError, Explanation, NoFeatureMapError, default_layer, explain, map_peak,
+                               overlay)
 
 from conftest import make_image
 
@@ -85,6 +86,10 @@ def test_peak_is_the_centre_of_the_hot_region_around_the_maximum():
     assert abs(x - 74.5) < 0.5 and abs(y - 69.5) < 0.5, (x, y)
     assert np.unravel_index(cam.argmax(), cam.shape) == (45, 61)
     assert map_peak(np.pad(np.ones((1, 1), np.float32), 3)) == (3.0, 3.0)
+    assert map_peak(np.zeros((7, 7), np.float32)) is None  # no evidence anywhere: no point, and no ring drawn
+    blank = Explanation(None, np.zeros((64, 64), np.float32), np.full((64, 64, 3), 90, np.uint8), "a", 0, 0.5, "a",
+                        0.5, "layer")
+    assert blank.peak is None and overlay(blank).size[0] > 2 * 64
 
 
 @pytest.mark.parametrize("name, layer", [("test_efficientnet", "backbone.bn2"), ("resnet18", "backbone.layer4"),

@@ -63,7 +63,7 @@ class Explanation:
 
     @property
     def peak(self) -> tuple[float, float] | None:
-        """Where the map points: (x, y) in the model's input pixels, or None on error.
+        """Where the map points: (x, y) in the model's input pixels; None on error or for an all-zero map.
 
         The map-weighted centre of the hot region (≥ half the maximum) that contains the maximum, as CAM's
         localization does (Zhou et al. 2016). Not the argmax: a 7×7 map upsampled to 224 px has its maximum on one
@@ -73,10 +73,13 @@ class Explanation:
         return None if self.map is None else map_peak(self.map)
 
 
-def map_peak(cam: np.ndarray, threshold: float = PEAK_THRESHOLD) -> tuple[float, float]:
-    """(x, y): the weighted centre of the connected region ``cam ≥ threshold × max`` holding the maximum."""
+def map_peak(cam: np.ndarray, threshold: float = PEAK_THRESHOLD) -> tuple[float, float] | None:
+    """(x, y): the weighted centre of the connected region ``cam ≥ threshold × max`` holding the maximum; None for
+    a map with no evidence anywhere (all zero: nothing spoke for the class)."""
     from scipy import ndimage  # scikit-learn's dependency: always installed with headstart
 
+    if not cam.max() > 0:
+        return None
     regions, _ = ndimage.label(cam >= threshold * cam.max())
     y, x = np.unravel_index(int(cam.argmax()), cam.shape)
     cy, cx = ndimage.center_of_mass(np.where(regions == regions[y, x], cam, 0.0))
@@ -329,9 +332,9 @@ def overlay(expl: Explanation, min_side: int = 256) -> Image.Image:
     canvas.paste(base, (0, 0))
     canvas.paste(mixed, (size[0] + 8, 0))
     draw = ImageDraw.Draw(canvas)
-    px, py = expl.peak
-    cx, cy, r = size[0] + 8 + px * scale, py * scale, max(4, size[1] // 40)  # a ring where the map points
-    draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline="white", width=max(2, r // 2))
+    if expl.peak is not None:  # a ring where the map points
+        cx, cy, r = size[0] + 8 + expl.peak[0] * scale, expl.peak[1] * scale, max(4, size[1] // 40)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline="white", width=max(2, r // 2))
     draw.text((4, size[1] + 4), f"Grad-CAM for {expl.label}: {expl.probability:.1%}", fill="black", font=font)
     small = ImageFont.load_default(size=max(10, int(font.size * 0.75)))
     draw.text((4, size[1] + 4 + line), f"predicted {expl.predicted} ({expl.predicted_probability:.1%}) · layer "
