@@ -332,8 +332,9 @@ def overlay(expl: Explanation, min_side: int = 256) -> Image.Image:
     canvas.paste(base, (0, 0))
     canvas.paste(mixed, (size[0] + 8, 0))
     draw = ImageDraw.Draw(canvas)
-    if expl.peak is not None:  # a ring where the map points
-        cx, cy, r = size[0] + 8 + expl.peak[0] * scale, expl.peak[1] * scale, max(4, size[1] // 40)
+    peak = expl.peak
+    if peak is not None:  # a ring where the map points
+        cx, cy, r = size[0] + 8 + peak[0] * scale, peak[1] * scale, max(4, size[1] // 40)
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline="white", width=max(2, r // 2))
     draw.text((4, size[1] + 4), f"Grad-CAM for {expl.label}: {expl.probability:.1%}", fill="black", font=font)
     small = ImageFont.load_default(size=max(10, int(font.size * 0.75)))

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .models import HeadstartModel
 
 __all__ = ["FORMAT", "MODEL", "CONFIG", "TRAIN_CONFIG", "METRICS", "ONNX", "PREDICTIONS", "SEEN", "TrainedModel",
-           "load", "save_run", "export_source", "hash_files", "hash_images"]
+           "load", "save_run", "export_source", "hash_images"]
 
 FORMAT = "headstart-run/1"
 MODEL, CONFIG, TRAIN_CONFIG, METRICS = "model.safetensors", "config.json", "train_config.json", "metrics.json"
@@ -73,13 +73,9 @@ def _report(m: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hash_files(paths: Iterable[str]) -> list[str]:
-    """SHA-256 of each file that decodes as an image (others were never trained on, so they stay "unseen")."""
-    return hash_images(paths)[0]
-
-
 def hash_images(paths: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(SHA-256 of each file that decodes as an image, (path, cause) of each that does not).
+    """(SHA-256 of each file that decodes as an image, (path, cause) of each that does not: never trained on, so
+    it stays "unseen").
 
     A full decode through the loader training uses, not a header check: a truncated file was skipped by training
     too, and ``train`` names it (exit code 1) like every command that reads images.

@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..config import add_setting_arguments, api_only_fields, settings_from_args
+from ..training import STRATEGIES, TrainConfig
 from ._common import report_skipped
-from ..training import TrainConfig
-from ..training import STRATEGIES
 
 
 def _epilog() -> str:

@@ -32,7 +32,7 @@ from ..weights import sha256_file
 from ._config import ExtractConfig
 from ._store import META, WORK, FeatureSet, StoreWriter
 
-__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_network"]
+__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_network", "feature_identity"]
 
 _logger = logging.getLogger(__name__)
 
@@ -81,6 +81,12 @@ def _network_identity(config: ExtractConfig) -> dict[str, Any]:
     else:
         weights_id = sha256_file(config.weights)
     return {"config": {**config.identity(), "model": spec.name}, "weights_sha256": weights_id}
+
+
+def feature_identity(config: ExtractConfig) -> dict[str, Any]:
+    """The key of a feature network in the caches (ONNX exports by identity, per-image view features)."""
+    ident = _network_identity(config)
+    return {"task": "features", **ident["config"], "weights_sha256": ident["weights_sha256"]}
 
 
 def _fingerprint(config: ExtractConfig, items: Sequence[Item]) -> dict[str, Any]:
@@ -209,8 +215,7 @@ _ABOUT = ("model", "architecture", "layer", "preprocessing", "feature_shape")  #
 def feature_network(config: ExtractConfig) -> _Network:
     """The network of an extraction, ready to run: the cached ONNX export found by identity (no torch), or the
     model built in PyTorch and prepared (exported once and recorded by identity for next time)."""
-    ident = _network_identity(config)
-    identity = {"task": "features", **ident["config"], "weights_sha256": ident["weights_sha256"]}
+    identity = feature_identity(config)
     if config.backend != "torch" and not config.gpu_decode and runs_on_cpu(config.device) \
             and onnxruntime_available():
         found = find_export(identity)

@@ -165,8 +165,8 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
                "val_score": winner.score, "device": str(ctx.device), "strategies": table, "test": test,
                "histories": {r.name: r.history.to_dict() for r in results if r.history}}
     record = {**config.to_dict(), "data": splits.source, "split_counts": splits.counts(), "classes": splits.classes}
-    (train_seen, bad_train), (val_seen, bad_val) = (hash_images(it.path for it in part)
-                                                    for part in (splits.train, splits.val))
+    train_seen, bad_train = hash_images(it.path for it in splits.train)
+    val_seen, bad_val = hash_images(it.path for it in splits.val)
     seen = {"train": train_seen, "val": val_seen}
     skipped = bad_train + bad_val + [(s["path"], s["reason"]) for s in (test or {}).get("skipped", [])]
     from ..distributed import is_main

@@ -38,18 +38,11 @@ def _file_key(path: str) -> str:
         return f"unreadable:{os.path.abspath(path)}"
 
 
-def _identity(config: ExtractConfig) -> dict:
-    """What determines the features: the extraction settings that matter, the model and its weights."""
-    from ..inference import weights_id
-    from ..models import get_spec
-
-    name = get_spec(config.model).name
-    return {"task": "features", **config.identity(), "model": name,
-            "weights_sha256": weights_id(name, config.weights) or "random(seed=0)"}
-
-
 def _cache_dir(config: ExtractConfig, views: str, root: Path | None) -> Path:
-    key = json.dumps([_identity(config), views], sort_keys=True)
+    """One folder per feature network (the identity `extract` keys its ONNX exports by) and view set."""
+    from ..features import feature_identity
+
+    key = json.dumps([feature_identity(config), views], sort_keys=True)
     return (root or activations_dir()) / f"views-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
 
@@ -96,23 +89,17 @@ def view_features(items: Sequence[Item], classes: list[str], config: ExtractConf
     return x.astype(np.float32, copy=False), y, good
 
 
-def _network(config: ExtractConfig):
-    """The feature network on the chosen backend: exactly what ``extract`` runs (one construction path)."""
-    from ..features import feature_network
-
-    net = feature_network(config)
-    return net.fn, net.preprocessing
-
-
 def _compute(items: Sequence[Item], idx: list[int], config: ExtractConfig, views: str,
              errors: dict[int, str]) -> dict[int, np.ndarray]:
     """Run the feature network on every view of ``items[idx]`` (the runner: one worker per core).
 
     Images are decoded at full size (no draft mode), exactly as prediction decodes them.
     """
+    from ..features import feature_network  # exactly what `extract` runs (one construction path)
     from ..runner import plan_batches, run_batches
 
-    net_fn, pre = _network(config)
+    net = feature_network(config)
+    net_fn, pre = net.fn, net.preprocessing
     check_views(views, pre.input_size)
     fn = ViewFeaturesFn(net_fn, views)
     sub = [items[i] for i in idx]
