@@ -219,3 +219,17 @@ def test_a_lead_within_one_standard_error_does_not_buy_the_costlier_strategy():
     assert choose_winner([probe, partial]).name == "probe"
     assert choose_winner([res("probe", 0.85, 1968), res("partial", 0.885, 295)]).name == "partial"
     assert choose_winner([res("head", 0.9, 0), res("probe", 0.8, 0)]).name == "head"  # no count: plain maximum
+
+
+def test_view_cache_keys_the_network_as_extract_does(tmp_path):
+    """The view cache is keyed by the identity extract keys its networks by: other weights or another view set
+    never share cached features; the same network and views always do."""
+    from headstart.features import ExtractConfig, feature_identity
+    from headstart.training._views import _cache_dir
+
+    hub, rand = ExtractConfig(model="resnet18", weights="imagenet"), ExtractConfig(model="resnet18", weights=None)
+    assert feature_identity(hub) != feature_identity(rand)
+    assert _cache_dir(hub, "dihedral", tmp_path) != _cache_dir(rand, "dihedral", tmp_path)
+    lite = ExtractConfig(model="lite0")
+    assert _cache_dir(lite, "dihedral", tmp_path) == _cache_dir(ExtractConfig(model="lite0"), "dihedral", tmp_path)
+    assert _cache_dir(lite, "dihedral", tmp_path) != _cache_dir(lite, "hflip", tmp_path)
