@@ -142,3 +142,6 @@ def test_cli_explain_writes_overlays_and_names_failures(tmp_path, capsys, sample
     assert "not convolutional" in capsys.readouterr().err
     assert main(["explain", str(tmp_path), "--out", str(out)]) == 2  # a folder with no image after it
     assert len(os.listdir(out)) == 2  # nothing written for the refused calls
+    assert main(["explain", str(tmp_path / "gone.jpg"), "--model", "test_efficientnet", "--weights", "none",
+                 "--out", str(tmp_path / "none")]) == 1
+    assert not (tmp_path / "none").exists()  # every image failed: no empty folder left behind

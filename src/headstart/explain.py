@@ -352,7 +352,8 @@ def save_overlays(explanations: Sequence[Explanation], out_dir: str | os.PathLik
     from .atomic import atomic_write_bytes
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if any(e.ok for e in explanations):  # nothing to write: leave no empty folder behind
+        out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for n, e in enumerate(explanations):
         if not e.ok:
