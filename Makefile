@@ -29,7 +29,8 @@ bench: venv
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/startup.py
 
-# Accuracy side by side (issue 11): a hand-written probe vs headstart on the same splits of ELPV and digits;
+# Accuracy side by side (issue 11): a hand-written probe vs headstart on the same splits of ELPV, digits and
+# Fashion-MNIST (from npm: needs `npm`);
 # `$(BIN)/python benchmarks/quality.py --splits 2 --fast` is the quick check. Results: benchmarks/RESULTS.md.
 quality: venv
 	$(BIN)/python benchmarks/quality.py

