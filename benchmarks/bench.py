@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headstart  # noqa: E402
-from extract import make_jpegs, parity, peak_memory_mb, run_plain, run_seed  # noqa: E402
+from extract import make_jpegs, make_jpegs_parallel, parity, peak_memory_mb, run_plain, run_seed  # noqa: E402
 
 MODELS = {  # headstart name → (timm name, weights used)
     "lite0": ("tf_efficientnet_lite0", "imagenet"),
@@ -93,14 +93,7 @@ def gpu_table(tmp: Path, args) -> None:
     if not torch.cuda.is_available():
         print("\nGPU figures: pending (no CUDA GPU on this machine).")
         return
-    # Generated on every core: one process takes ~20-30 ms per image, minutes for 8,192.
-    from concurrent.futures import ProcessPoolExecutor
-    chunks = os.cpu_count() or 1
-    with ProcessPoolExecutor(chunks) as ex:
-        parts = ex.map(make_jpegs, [tmp / "gpu-jpeg" / str(c) for c in range(chunks)],
-                       [len(range(c, args.gpu_images, chunks)) for c in range(chunks)], [(500, 375)] * chunks,
-                       [3 + c for c in range(chunks)])
-        gpaths = [p for part in parts for p in part]
+    gpaths = make_jpegs_parallel(tmp / "gpu-jpeg", args.gpu_images)
     print(f"\nGPU ({torch.cuda.get_device_name()}), end to end, {len(gpaths)} JPEG files 500×375 (images/s)\n")
     print("| model | CPU decode | GPU decode | GPU decode + compile |\n|---|---:|---:|---:|", flush=True)
     for m in args.models.split(","):

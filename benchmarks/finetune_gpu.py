@@ -230,29 +230,27 @@ def main(argv=None) -> int:
     print(f"{len(y)} cells ({(y == 0).sum()} defective), {len(splits)} splits, device "
           f"{torch.cuda.get_device_name() if device.type == 'cuda' else device}, torch {torch.__version__}", flush=True)
     imgs_dev = torch.as_tensor(imgs, device=device)
-    t = time.perf_counter()
-    try:  # the baselines must not cost the fine-tuning figures, which are what a lent GPU is for
-        if args.no_probes:
-            raise RuntimeError("skipped (--no-probes)")
-        res = probes(imgs_dev, y, splits, device)
-        print(f"probes: {time.perf_counter() - t:.0f} s", {k: [round(v, 4) for v in a] for k, a in res.items()},
-              flush=True)
-    except Exception as e:  # noqa: BLE001
-        print(f"probes failed: {type(e).__name__}: {e}", flush=True)
-        res = {}
-    runs = {}
+    t, res = time.perf_counter(), {}
+    if not args.no_probes:
+        try:  # the baselines must not cost the fine-tuning figures, which are what a lent GPU is for
+            res = probes(imgs_dev, y, splits, device)
+            print(f"probes: {time.perf_counter() - t:.0f} s", {k: [round(v, 4) for v in a] for k, a in res.items()},
+                  flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"probes failed: {type(e).__name__}: {e}", flush=True)
+    runs, last_s, last_cost = {}, 0.0, 1
     for cfg in args.configs.split(","):
         size, epochs = (int(v) for v in cfg.split(":"))
         size, epochs = args.size or size, args.epochs or epochs
         name = f"finetune {size} px, {epochs} epochs"
         accs: dict[str, list[float]] = {"last": [], "ema": [], "last_1view": [], "ema_1view": []}
         for i, (tr, te) in enumerate(splits):
-            per_split = runs.get("_last_s", 0) * (epochs * size ** 2) / max(1, runs.get("_last_cost", 1))
+            per_split = last_s * (epochs * size ** 2) / last_cost  # the last split's time, scaled to this config
             if time.perf_counter() - t_start + per_split > args.deadline:
                 print(f"{name}: stopped before split {i + 1} (deadline)", flush=True)
                 break
             r = finetune(imgs_dev, y, tr, te, size, epochs, device, seed=i)
-            runs["_last_s"], runs["_last_cost"] = r["train_s"] + 5, epochs * size ** 2
+            last_s, last_cost = r["train_s"] + 5, epochs * size ** 2
             for k in accs:
                 accs[k].append(r[k])
             print(f"{name} split {i + 1}: last {r['last']:.4f} ema {r['ema']:.4f} (1 view {r['last_1view']:.4f}) "
@@ -271,8 +269,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     if args.json:
-        args.json.write_text(json.dumps({"accuracy": res, "runs": {k: v for k, v in runs.items()
-                                                                   if not k.startswith("_")}}, indent=1))
+        args.json.write_text(json.dumps({"accuracy": res, "runs": runs}, indent=1))
     return 0
 
 

@@ -17,23 +17,13 @@ import pstats
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import headstart  # noqa: E402
-from extract import make_jpegs  # noqa: E402
-
-
-def jpegs(root: Path, n: int) -> list[Path]:
-    chunks = os.cpu_count() or 1
-    with ProcessPoolExecutor(chunks) as ex:
-        parts = ex.map(make_jpegs, [root / str(c) for c in range(chunks)],
-                       [len(range(c, n, chunks)) for c in range(chunks)], [(500, 375)] * chunks,
-                       [3 + c for c in range(chunks)])
-        return [p for part in parts for p in part]
+from extract import make_jpegs_parallel  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +37,7 @@ def main() -> None:
         tmp = Path(tmp)
         os.environ["HEADSTART_HOME"] = str(tmp / "home")
         t = time.perf_counter()
-        paths = jpegs(tmp / "jpeg", args.images)
+        paths = make_jpegs_parallel(tmp / "jpeg", args.images)
         print(f"{len(paths)} JPEGs 500×375 made in {time.perf_counter() - t:.0f} s", flush=True)
         kw = dict(model=args.model, device=args.device, backend="torch", progress=False)
         gpu = {"gpu_decode": True} if args.device.startswith("cuda") else {}  # nvJPEG needs CUDA
