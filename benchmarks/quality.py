@@ -18,7 +18,8 @@ Methods, every one on the same splits, test images scored once:
 - ``hand probe``: Lite0 pooled features, ``LogisticRegression(C=1.0, max_iter=5000)`` on the raw features;
 - ``hand probe + dihedral``: the same LR trained on the 8 flips/rotations of every training image, probabilities
   averaged over the 8 views of each test image;
-- ``headstart probe``: ``headstart train --strategy probe`` (views and C chosen by 5-fold CV on the training images);
+- ``headstart probe``: ``headstart train --strategy probe`` (views, power norm and C chosen by 5-fold CV on the
+  training images);
 - ``headstart default``: ``headstart train`` with its defaults (auto) and ``--budget`` (only with ``--default``).
 Features come from headstart's per-file view cache (the same Lite0 ONNX network for every method; its view 0 is
 ``extract``'s feature); the seconds of each method exclude that shared extraction, which is printed once.
@@ -176,7 +177,7 @@ def run_dataset(name: str, args, work: Path) -> dict:
                                    model=args.model, **settings)
             probe = next((row for row in info["table"] if row["strategy"] == "probe"), {})
             record(method, acc, time.perf_counter() - t, winner=info["strategy"], views=probe.get("views"),
-                   C=probe.get("C"), cv=probe.get("cv"))
+                   power_norm=probe.get("power_norm"), C=probe.get("C"), cv=probe.get("cv"))
     return {"dataset": name, "images": len(items), "splits": args.splits, "methods": methods}
 
 

@@ -68,9 +68,11 @@ def _manual_probs(model, files, views):
 
 
 def test_predict_evaluate_and_onnx_agree_with_the_model_views_included(tmp_path, textures):
-    r = train(textures, tmp_path / "run", strategy="probe", views="dihedral", cv_folds=3, progress=False, **FAST)
+    r = train(textures, tmp_path / "run", strategy="probe", views="dihedral", power_norm="on", cv_folds=3,
+              progress=False, **FAST)
     run = headstart.load(tmp_path / "run")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["views"] == "dihedral"
+    assert run.model.config.head == "avg,sqrt" and r.table[0]["power_norm"] == "on"  # the sqrt layer travels too
     assert run.views == "dihedral" and r.model.views == "dihedral"
     files = sorted(str(p) for p in (textures / "test").rglob("*.png"))
     expected = _manual_probs(r.model, files, "dihedral")
@@ -110,8 +112,8 @@ def test_predict_evaluate_and_onnx_agree_with_the_model_views_included(tmp_path,
 
 
 def test_views_none_and_no_cv_reproduce_the_validation_choice(tmp_path, textures):
-    """--views none --cv-folds 0 is headstart before issue 11: C chosen on the val split, fit on train only, one
-    view at prediction (the backend function is not even wrapped)."""
+    """--views none --power-norm off --cv-folds 0 is headstart before issue 11: C chosen on the val split, fit on
+    train only, one view at prediction (the backend function is not even wrapped)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.preprocessing import StandardScaler
@@ -119,7 +121,8 @@ def test_views_none_and_no_cv_reproduce_the_validation_choice(tmp_path, textures
     from headstart.data import load_splits
     from headstart.training._probe import C_GRID
 
-    r = train(textures, tmp_path / "run", strategy="probe", views="none", cv_folds=0, progress=False, **FAST)
+    r = train(textures, tmp_path / "run", strategy="probe", views="none", power_norm="off", cv_folds=0,
+              progress=False, **FAST)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["views"] == "none"
     splits = load_splits(textures, val_split=0.15, test_split=0.15, seed=0)
     from headstart.features import ExtractConfig
@@ -150,6 +153,69 @@ def test_views_none_and_no_cv_reproduce_the_validation_choice(tmp_path, textures
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+def test_power_norm_in_the_model_is_the_transform_the_probe_was_fitted_on(tmp_path, textures):
+    """The logistic regression is fitted on signed_sqrt(features) in numpy; the run computes the same function with
+    its head's `sqrt` layer: a refit by hand on the same features gives the run's probabilities."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from headstart.data import load_splits
+    from headstart.features import ExtractConfig
+    from headstart.models._heads import SignedSqrt, signed_sqrt
+    from headstart.training._data import cached_activations
+
+    r = train(textures, tmp_path / "run", strategy="probe", views="none", power_norm="on", cv_folds=0,
+              progress=False, **FAST)
+    assert [type(m) for m in r.model.head].count(SignedSqrt) == 1
+    splits = load_splits(textures, val_split=0.15, test_split=0.15, seed=0)
+    ecfg = ExtractConfig(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), workers=0, device="cpu")
+    xtr, ytr, _ = cached_activations(splits.train, splits.classes, ecfg, progress=False)
+    xtr = signed_sqrt(xtr.numpy())
+    sc = StandardScaler().fit(xtr)
+    clf = LogisticRegression(C=r.table[0]["C"], max_iter=3000).fit(sc.transform(xtr), ytr.numpy())
+    files = [it.path for it in splits.test]
+    xte, _, _ = cached_activations(splits.test, splits.classes, ecfg, progress=False)
+    ref = clf.predict_proba(sc.transform(signed_sqrt(xte.numpy())))
+    got = headstart.load(tmp_path / "run").predict(files, top=2, backend="torch")
+    got = np.array([[{p.label: p.probability for p in g.predictions}[c] for c in splits.classes] for g in got])
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    t = torch.tensor([-4.0, 0.0, 0.25, 9.0], requires_grad=True)
+    signed_sqrt(t).sum().backward()  # trainable through: a finite slope at 0
+    assert torch.isfinite(t.grad).all() and signed_sqrt(t)[1] == 0
+    np.testing.assert_allclose(signed_sqrt(t.detach()).numpy(), signed_sqrt(t.detach().numpy()), rtol=1e-6)
+
+
+def test_cross_validation_takes_power_norm_only_where_it_helps():
+    """Classes linear in z; features z·|z| (heavy-tailed) are linear again after the signed square root, while
+    features z themselves are not helped by it."""
+    from headstart.training._probe import _folds, _search
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(400, 1, 12)).astype(np.float32)
+    y = (z[:, 0] @ rng.normal(size=12) > 0).astype(np.int64)
+    folds = _folds(y, len(y), 4, 0)
+    from headstart.models._heads import signed_sqrt
+
+    def choose(x):
+        return _search({"off": x, "on": signed_sqrt(x)}, y, folds, ("none",), "none", (None,), 2, "accuracy")
+
+    assert choose(z * np.abs(z)).power_norm == "on"
+    assert choose(z).power_norm == "off"
+
+
+def test_deeper_strategies_start_only_from_a_head_that_computes_the_same_function():
+    from headstart.models import create_model
+    from headstart.training._strategies import StrategyResult, TrainContext, _best_linear_head
+
+    def model(head):
+        return create_model("test_efficientnet", weights=None, include_top=False, head=head, classes=2)
+
+    probe = StrategyResult("probe", model("avg,sqrt"), 0.9, 0.0)
+    ctx = TrainContext(splits=None, config=None, device=None, results=[probe])
+    assert _best_linear_head(ctx, model("avg")) is None  # same shapes, another function
+    assert _best_linear_head(ctx, model("avg,sqrt")) is probe
+
+
 def test_cv_chooses_on_training_images_only_and_reports_mean_and_std(tmp_path, textures, monkeypatch):
     opened = spy_image_reads(monkeypatch)
     seen_at_choice: list[str] = []
@@ -173,12 +239,15 @@ def test_views_setting_is_a_train_flag_and_refused_where_it_does_nothing(capsys)
 
     with pytest.raises(headstart.HeadstartError, match="--views does not apply"):
         TrainConfig(strategy="partial", views="dihedral").check({"views"})
+    with pytest.raises(headstart.HeadstartError, match="--power-norm does not apply"):
+        TrainConfig(strategy="finetune", power_norm="on").check({"power_norm"})
     try:
         code = main(["train", "--help"])
     except SystemExit as e:
         code = e.code
     out = capsys.readouterr().out
     assert code in (0, None) and "--views {auto,none,hflip,dihedral}" in out and "--cv-folds" in out
+    assert "--power-norm {auto,on,off}" in out
 
 
 def test_sklearn_door_uses_the_same_views(textures):

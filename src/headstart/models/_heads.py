@@ -4,7 +4,8 @@
 average pooling → dropout. The final ``Dense(classes)`` layer (named ``predictions``) is always appended.
 
 Tokens: ``flatten``; ``avg`` / ``max`` (global pooling); ``dense:UNITS[:ACTIVATION]`` (relu, gelu, silu, tanh);
-``dropout:RATE``; ``bn`` (batch normalization).
+``dropout:RATE``; ``bn`` (batch normalization); ``sqrt`` (signed square root of each feature, "power
+normalization": the ``probe`` chooses it by cross-validation, see :mod:`headstart.training._probe`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from ..errors import HeadstartError
 
-__all__ = ["Dense", "GlobalPool", "build_head", "parse_head"]
+__all__ = ["Dense", "GlobalPool", "SignedSqrt", "SQRT_EPS", "signed_sqrt", "build_head", "parse_head"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "linear": nn.Identity,
                 "none": nn.Identity}
@@ -49,6 +50,29 @@ class GlobalPool(nn.Module):
         return x.mean((2, 3)) if self.mode == "avg" else x.amax((2, 3))
 
 
+# sign(x)·(√(|x|+ε) − √ε): 0 stays 0, and the slope at 0 is 1/(2√ε) = 50 instead of infinite, so a head that
+# contains it can still be trained by gradient descent (the deeper strategies, or `--head avg,sqrt`).
+SQRT_EPS = 1e-4
+
+
+def signed_sqrt(x):
+    """The ``sqrt`` layer's function on a numpy array or a torch tensor (the probe fits on the numpy side)."""
+    if isinstance(x, torch.Tensor):
+        return torch.sign(x) * (torch.sqrt(x.abs() + SQRT_EPS) - SQRT_EPS ** 0.5)
+    import numpy as np
+
+    return (np.sign(x) * (np.sqrt(np.abs(x) + SQRT_EPS) - SQRT_EPS ** 0.5)).astype(x.dtype, copy=False)
+
+
+class SignedSqrt(nn.Module):
+    """Power normalization (Perronnin et al. 2010): evens out a few large pooled activations before a linear
+    layer. It lifted the cross-validated probe by 0.8 points on Fashion-MNIST and 0.5 on digits, over five splits
+    each (benchmarks/RESULTS.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return signed_sqrt(x)
+
+
 def parse_head(spec: str) -> list[tuple[str, tuple]]:
     """``"flatten,dense:1024:relu"`` → ``[("flatten", ()), ("dense", (1024, "relu"))]``; raises on bad tokens."""
     out: list[tuple[str, tuple]] = []
@@ -68,14 +92,14 @@ def parse_head(spec: str) -> list[tuple[str, tuple]]:
                 out.append(("dense", (int(args[0]), act)))
             elif kind == "dropout" and len(args) == 1 and 0.0 <= float(args[0]) < 1.0:
                 out.append(("dropout", (float(args[0]),)))
-            elif kind == "bn" and not args:
-                out.append(("bn", ()))
+            elif kind in ("bn", "sqrt") and not args:
+                out.append((kind, ()))
             else:
                 raise ValueError("unknown token")
         except ValueError as exc:
             raise HeadstartError(
                 f"Cannot read head token {raw!r} in {spec!r} ({exc}). Expected comma-separated tokens: flatten, "
-                f"avg, max, dense:UNITS[:relu|gelu|silu|tanh], dropout:RATE, bn; e.g. 'flatten,dense:1024:relu'."
+                f"avg, max, dense:UNITS[:relu|gelu|silu|tanh], dropout:RATE, bn, sqrt; e.g. 'flatten,dense:1024:relu'."
             ) from None
     return out
 
@@ -107,6 +131,8 @@ def build_head(spec: str, feature_shape: tuple[int, ...], classes: int) -> nn.Se
         elif kind == "bn":
             _need_vector(shape, spec)
             layers[name("batch_normalization")] = nn.BatchNorm1d(shape[0])
+        elif kind == "sqrt":
+            layers[name("signed_sqrt")] = SignedSqrt()
     _need_vector(shape, spec)
     layers["predictions"] = Dense(shape[0], classes)
     return nn.Sequential(layers)

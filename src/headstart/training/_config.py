@@ -60,8 +60,12 @@ class TrainConfig:
     views: str = setting("auto", "probe: train on these views of every image and average them at prediction: none, "
                          "hflip (photos), dihedral (the 8 flips/rotations: cells, textures) or auto (chosen by "
                          "cross-validation)", choices=VIEWS_CHOICES, group="optimization")
-    cv_folds: int = setting(5, "probe: choose its settings (C, views) by k-fold cross-validation on the train + val "
-                            "images, then refit on all of them; 0: choose on the validation split", minimum=0,
+    power_norm: str = setting("auto", "probe: the signed square root of each pooled feature before the logistic "
+                              "regression (on), the features as they are (off), or auto (chosen by "
+                              "cross-validation)", choices=("auto", "on", "off"), group="optimization")
+    cv_folds: int = setting(5, "probe: choose its settings (C, views, power norm) by k-fold cross-validation on "
+                            "the train + val images, then refit on all of them; 0: choose on the validation split",
+                            minimum=0,
                             group="data and budget")
     metric: str = setting("accuracy", "what decides the choice between strategies and settings",
                           choices=METRICS, group="data and budget")

@@ -1,6 +1,7 @@
 """The ``probe`` strategy's fit: logistic regression on cached pooled features, folded into the model's head.
 
-Its settings — the inverse regularization C, the class weighting and the views (:mod:`headstart.views`) — are
+Its settings — the inverse regularization C, the class weighting, the views (:mod:`headstart.views`) and the
+power normalization (the signed square root of each pooled feature, a ``sqrt`` layer in the model's head) — are
 chosen by stratified k-fold cross-validation over the train + validation images (``--cv-folds``, default 5),
 and the winner is refitted on all of them: on ELPV one 295-image validation split moved the chosen C by a decade
 from one seed to the next, while 5 folds see every one of the 1,968 images once. The test images are never read.
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..models._heads import signed_sqrt
 from ..views import VIEW_SETS, check_views, view_index
 from ._data import cached_activations
 from ._loop import class_weights, score
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from ..models import HeadstartModel
     from ._strategies import TrainContext
 
-__all__ = ["fit_probe", "C_GRID", "view_candidates"]
+__all__ = ["fit_probe", "C_GRID", "view_candidates", "norm_candidates"]
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ DIHEDRAL_MAX_IMAGES = 6000
 @dataclass
 class _Candidate:
     views: str
+    power_norm: str  # "on": the features go through signed_sqrt first
     c: float
     weight: str | None
     fold_scores: list[float]
@@ -59,6 +62,11 @@ def view_candidates(views: str, n_images: int, input_size: tuple[int, int]) -> t
     return tuple(VIEW_SETS)
 
 
+def norm_candidates(power_norm: str) -> tuple[str, ...]:
+    """Power normalization off and on for ``auto`` (off first: on a tie, the plain features), else as asked."""
+    return ("off", "on") if power_norm == "auto" else (power_norm,)
+
+
 def _features(ctx: "TrainContext", ecfg, items, views: str) -> tuple[np.ndarray, np.ndarray]:
     """N×V×D features of ``items`` (V = the views of ``views``) and their labels."""
     s = ctx.splits
@@ -71,14 +79,16 @@ def _features(ctx: "TrainContext", ecfg, items, views: str) -> tuple[np.ndarray,
     return x, y
 
 
-def fit_probe(model: "HeadstartModel", ctx: "TrainContext", ecfg) -> tuple[dict[str, Any], float, float]:
-    """Choose C / class weighting / views, fit, write the winner into ``model``'s final layer.
+def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", dict[str, Any], float, float]:
+    """Choose C / class weighting / views / power normalization, fit, and write the winner into a new model.
 
-    Returns (details, score by ``config.metric``, accuracy): with cross-validation the mean over the folds, else
+    ``build(head)`` makes the model (``"avg"``, or ``"avg,sqrt"`` when power normalization wins). Returns (the
+    model, details, score by ``config.metric``, accuracy): with cross-validation the means over the folds, else
     on the validation split. ``model.views`` is set to the chosen view set (prediction averages over it).
     """
     config, s = ctx.config, ctx.splits
     t0 = time.perf_counter()
+    model = build("avg")
     candidates = view_candidates(config.views, len(s.train) + len(s.val), model.preprocessing.input_size)
     widest = max(candidates, key=lambda v: len(VIEW_SETS[v]))
     xtr, ytr = _features(ctx, ecfg, s.train, widest)
@@ -87,51 +97,58 @@ def fit_probe(model: "HeadstartModel", ctx: "TrainContext", ecfg) -> tuple[dict[
     weights = _weight_candidates(ctx)
     folds = _folds(np.concatenate([ytr, yva]), len(ytr), config.cv_folds, config.seed)
     x, y = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
-    best = _search(x, y, folds, candidates, widest, weights, len(s.classes), config.metric)
+    xs = {norm: signed_sqrt(x) if norm == "on" else x for norm in norm_candidates(config.power_norm)}
+    best = _search(xs, y, folds, candidates, widest, weights, len(s.classes), config.metric)
     cv = len(folds) > 1
     fit_rows = np.arange(len(y)) if cv else np.arange(len(ytr))
-    clf, scaler = _fit(x[fit_rows][:, view_index(best.views, widest)], y[fit_rows], best.c, best.weight)
+    clf, scaler = _fit(xs[best.power_norm][fit_rows][:, view_index(best.views, widest)], y[fit_rows], best.c,
+                       best.weight)
+    if best.power_norm == "on":
+        model = build("avg,sqrt")
     _load_linear(model, clf, scaler, len(s.classes))
     model.views = best.views
     mean, std = float(np.mean(best.fold_scores)), float(np.std(best.fold_scores))
-    details: dict[str, Any] = {"C": best.c, "views": best.views, "class_weight": best.weight or "none",
-                               "val_log_loss": round(best.log_loss, 4),
+    details: dict[str, Any] = {"C": best.c, "views": best.views, "power_norm": best.power_norm,
+                               "class_weight": best.weight or "none", "val_log_loss": round(best.log_loss, 4),
                                "feature_seconds": round(t_feat, 1)}
     if cv:
         details.update(cv_folds=len(folds), cv_mean=round(mean, 4), cv_std=round(std, 4),
                        cv=f"{mean:.2%} ± {std:.2%} ({len(folds)}-fold {config.metric.replace('_', ' ')})")
-    acc = best.fold_scores if config.metric == "accuracy" else _accuracy(best, x, y, folds, widest, len(s.classes))
-    return details, mean, float(np.mean(acc))
+    acc = best.fold_scores if config.metric == "accuracy" else _accuracy(best, xs, y, folds, widest, len(s.classes))
+    return model, details, mean, float(np.mean(acc))
 
 
-def _search(x, y, folds, candidates, widest: str, weights, n_classes: int, metric: str) -> _Candidate:
-    """The best (views, class weighting, C) by the mean fold score (ties: the lower log-loss).
+def _search(xs: dict[str, np.ndarray], y, folds, candidates, widest: str, weights, n_classes: int,
+            metric: str) -> _Candidate:
+    """The best (views, power normalization, class weighting, C) by the mean fold score (ties: the lower
+    log-loss). ``xs``: the features per power normalization candidate.
 
     With cross-validation the search is staged, since every fit on 8 views of 2,000 images takes seconds on a
-    2-core CPU: each view set at the middle of the C grid (``C_START``) with the first class weighting, then C for
-    the winner only, a step at a time towards the better neighbour until the score stops improving, then the other
-    weighting at that C. On ELPV the full grid picked the same views and C (split 0: dihedral, C = 0.03) with 45
-    fits instead of 105.
+    2-core CPU: each view set and normalization at the middle of the C grid (``C_START``) with the first class
+    weighting, then C for the winner only, a step at a time towards the better neighbour until the score stops
+    improving, then the other weighting at that C. On ELPV the full grid picked the same views and C (split 0:
+    dihedral, C = 0.03) with 45 fits instead of 105.
     """
     grid = C_GRID if len(folds) == 1 else C_START
-    found = [cand for views in candidates
-             for cand in _evaluate(x[:, view_index(views, widest)], y, folds, views, weights[0], n_classes, metric,
-                                   grid)]
+    found = [cand for views in candidates for norm, x in xs.items()
+             for cand in _evaluate(x[:, view_index(views, widest)], y, folds, views, norm, weights[0], n_classes,
+                                   metric, grid)]
     best = max(found, key=lambda c: c.key)
     if len(folds) == 1:
         return best
-    tried = {c.c for c in found if c.views == best.views}
-    xs = x[:, view_index(best.views, widest)]
+    tried = {c.c for c in found if (c.views, c.power_norm) == (best.views, best.power_norm)}
+    x = xs[best.power_norm][:, view_index(best.views, widest)]
     for step in (-1, 1):  # from the best so far: once it moved down, the step up meets a C already tried
         j = C_GRID.index(best.c) + step
         while 0 <= j < len(C_GRID) and C_GRID[j] not in tried:
-            cand = _evaluate(xs, y, folds, best.views, best.weight, n_classes, metric, (C_GRID[j],))[0]
+            cand = _evaluate(x, y, folds, best.views, best.power_norm, best.weight, n_classes, metric,
+                             (C_GRID[j],))[0]
             tried.add(cand.c)
             if cand.key <= best.key:
                 break
             best, j = cand, j + step
     for weight in weights[1:]:  # the other class weighting, at the chosen views and C
-        cand = _evaluate(xs, y, folds, best.views, weight, n_classes, metric, (best.c,))[0]
+        cand = _evaluate(x, y, folds, best.views, best.power_norm, weight, n_classes, metric, (best.c,))[0]
         best = cand if cand.key > best.key else best
     return best
 
@@ -179,7 +196,7 @@ def _proba(clf, scaler, x: np.ndarray) -> np.ndarray:
     return clf.predict_proba(scaler.transform(x.reshape(n * v, d))).reshape(n, v, -1).mean(1)
 
 
-def _evaluate(x, y, folds, views, weight, n_classes: int, metric: str, grid=C_GRID) -> list[_Candidate]:
+def _evaluate(x, y, folds, views, norm, weight, n_classes: int, metric: str, grid=C_GRID) -> list[_Candidate]:
     """Every C of ``grid`` on every fold (warm-started from the previous C): one candidate per C."""
     from sklearn.metrics import log_loss
 
@@ -194,12 +211,12 @@ def _evaluate(x, y, folds, views, weight, n_classes: int, metric: str, grid=C_GR
             p = _proba(*fitted, x[va])
             scores[c].append(score(y[va], p.argmax(1), metric, n_classes))
             losses[c].append(log_loss(y[va], p, labels=labels))
-    return [_Candidate(views, c, weight, scores[c], float(np.mean(losses[c]))) for c in grid]
+    return [_Candidate(views, norm, c, weight, scores[c], float(np.mean(losses[c]))) for c in grid]
 
 
-def _accuracy(best: _Candidate, x, y, folds, widest: str, n_classes: int) -> list[float]:
+def _accuracy(best: _Candidate, xs: dict[str, np.ndarray], y, folds, widest: str, n_classes: int) -> list[float]:
     """Per-fold accuracy of the chosen candidate (when the choice metric was balanced accuracy)."""
-    xs = x[:, view_index(best.views, widest)]
+    xs = xs[best.power_norm][:, view_index(best.views, widest)]
     return [float((_proba(*_fit(xs[tr], y[tr], best.c, best.weight), xs[va]).argmax(1) == y[va]).mean())
             for tr, va in folds]
 

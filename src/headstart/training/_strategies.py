@@ -236,8 +236,8 @@ def freeze_before(model: "HeadstartModel", cut: str) -> None:
 def _run_probe(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     from ._probe import fit_probe
 
-    model = _base(ctx.config, ctx.splits.classes, "avg")
-    details, score, acc = fit_probe(model, ctx, _extract_cfg(ctx, pooling="avg"))
+    model, details, score, acc = fit_probe(lambda head: _base(ctx.config, ctx.splits.classes, head), ctx,
+                                           _extract_cfg(ctx, pooling="avg"))
     n = len(ctx.splits.train) + len(ctx.splits.val) if "cv" in details else len(ctx.splits.val)
     return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score, n_scored=n)
 
@@ -295,9 +295,10 @@ def _best_linear_head(ctx: TrainContext, model) -> StrategyResult | None:
     starting the deeper strategies under it (linear probe, then fine-tune) spares them a random head's first
     epochs, whose large gradients disturb the pretrained layers.
     """
-    shapes = {k: v.shape for k, v in model.head.state_dict().items()}
-    fits = [r for r in ctx.results if r.name in ("probe", "head")
-            and {k: v.shape for k, v in r.model.head.state_dict().items()} == shapes]
+    def layout(m) -> tuple:  # the layers and their shapes: a head with a `sqrt` layer computes another function
+        return [type(x).__name__ for x in m.head], {k: v.shape for k, v in m.head.state_dict().items()}
+
+    fits = [r for r in ctx.results if r.name in ("probe", "head") and layout(r.model) == layout(model)]
     return max(fits, key=lambda r: r.score, default=None)
 
 
@@ -327,8 +328,9 @@ def _run_on_images(strategy: Strategy, ctx: TrainContext, head_state: dict | Non
 # Settings of the epoch loop (finetune uses `epochs` for its head stage).
 _LOOP = ("epochs", "lr", "patience", "batch_size", "weight_decay", "label_smoothing")
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("probe", "logistic regression on pooled features of every view (C, views chosen by k-fold "
-             "cross-validation)", "cached features", settings=("views", "cv_folds"), run=_run_probe),
+    Strategy("probe", "logistic regression on pooled features of every view (C, views, power norm chosen by "
+             "k-fold cross-validation)", "cached features", settings=("views", "power_norm", "cv_folds"),
+             run=_run_probe),
     Strategy("head", "a new head (--head) on a frozen backbone", "cached features; images with --augment",
              settings=("head", "augment", "bn", *_LOOP), run=_run_head, epochs_setting="epochs",
              param_groups=head_groups),
