@@ -194,7 +194,7 @@ def test_cross_validation_takes_power_norm_only_where_it_helps():
     z = rng.normal(size=(400, 1, 12)).astype(np.float32)
     y = (z[:, 0] @ rng.normal(size=12) > 0).astype(np.int64)
     folds = _folds(y, len(y), 4, 0)
-    from headstart.models._heads import signed_sqrt
+    from headstart.models import signed_sqrt
 
     def choose(x):
         return _search({"off": x, "on": signed_sqrt(x)}, y, folds, ("none",), "none", (None,), 2, "accuracy")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..models._heads import signed_sqrt
+from ..models import signed_sqrt
 from ..views import VIEW_SETS, check_views, view_index
 from ._data import cached_activations
 from ._loop import class_weights, score
