@@ -203,17 +203,25 @@ def test_cross_validation_takes_power_norm_only_where_it_helps():
     assert choose(z).power_norm == "off"
 
 
-def test_deeper_strategies_start_only_from_a_head_that_computes_the_same_function():
+def test_deeper_strategies_start_under_the_probe_head_power_norm_included():
+    """Linear probe, then fine-tune: partial/finetune take the probe's head — with its `sqrt` layer when the probe
+    chose power normalization — and never a head of the same shapes that computes another function."""
     from headstart.models import create_model
-    from headstart.training._strategies import StrategyResult, TrainContext, _best_linear_head
+    from headstart.training._strategies import StrategyResult, TrainContext, _best_linear_head, _start_head
 
     def model(head):
         return create_model("test_efficientnet", weights=None, include_top=False, head=head, classes=2)
 
-    probe = StrategyResult("probe", model("avg,sqrt"), 0.9, 0.0)
-    ctx = TrainContext(splits=None, config=None, device=None, results=[probe])
-    assert _best_linear_head(ctx, model("avg")) is None  # same shapes, another function
-    assert _best_linear_head(ctx, model("avg,sqrt")) is probe
+    def ctx(*results):
+        return TrainContext(splits=None, config=TrainConfig(), device=None, results=list(results))
+
+    plain, sqrt = StrategyResult("probe", model("avg"), 0.9, 0.0), StrategyResult("probe", model("avg,sqrt"), 0.9, 0.0)
+    assert TrainConfig().head == "avg,dropout:0.2"
+    assert _best_linear_head(ctx(plain), model("avg,dropout:0.2")) is plain  # dropout: the identity at prediction
+    assert _best_linear_head(ctx(sqrt), model("avg,dropout:0.2")) is None  # same shapes, another function
+    assert _start_head(ctx(plain)) == "avg,dropout:0.2" and _start_head(ctx()) == "avg,dropout:0.2"
+    assert _start_head(ctx(sqrt)) == "avg,sqrt,dropout:0.2"
+    assert _best_linear_head(ctx(sqrt), model(_start_head(ctx(sqrt)))) is sqrt
 
 
 def test_cv_chooses_on_training_images_only_and_reports_mean_and_std(tmp_path, textures, monkeypatch):

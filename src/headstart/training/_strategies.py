@@ -265,7 +265,7 @@ def _run_partial(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     from ._loop import fit
 
     config = ctx.config
-    model = _base(config, ctx.splits.classes, config.head)
+    model = _base(config, ctx.splits.classes, _start_head(ctx))
     start = _best_linear_head(ctx, model)
     if start is not None:  # linear probe, then fine-tune: the new layers start under a head that already fits
         model.head.load_state_dict(start.model.head.state_dict())
@@ -280,10 +280,12 @@ def _run_partial(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
 def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     """Gradual unfreezing: the head is trained first on cached features (or taken from the ``head`` strategy's
     result when ``auto`` already ran it with the same head), then every layer trains on augmented images."""
-    head = _best_linear_head(ctx, _base(ctx.config, ctx.splits.classes, ctx.config.head))
+    spec = _start_head(ctx)
+    head = _best_linear_head(ctx, _base(ctx.config, ctx.splits.classes, spec))
     if head is None:
+        spec = ctx.config.head
         head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None)))
-    r = _run_on_images(strategy, ctx, head_state=head.model.head.state_dict())
+    r = _run_on_images(strategy, ctx, head_state=head.model.head.state_dict(), head=spec)
     r.details["head_first"] = f"{head.name}: {head.val_acc:.4f} val"
     return r
 
@@ -295,19 +297,41 @@ def _best_linear_head(ctx: TrainContext, model) -> StrategyResult | None:
     starting the deeper strategies under it (linear probe, then fine-tune) spares them a random head's first
     epochs, whose large gradients disturb the pretrained layers.
     """
-    def layout(m) -> tuple:  # the layers and their shapes: a head with a `sqrt` layer computes another function
-        return [type(x).__name__ for x in m.head], {k: v.shape for k, v in m.head.state_dict().items()}
-
-    fits = [r for r in ctx.results if r.name in ("probe", "head") and layout(r.model) == layout(model)]
+    fits = [r for r in ctx.results if r.name in ("probe", "head") and _layout(r.model) == _layout(model)]
     return max(fits, key=lambda r: r.score, default=None)
 
 
-def _run_on_images(strategy: Strategy, ctx: TrainContext, head_state: dict | None = None) -> StrategyResult:
+def _layout(model) -> tuple:
+    """What a head computes: its layers (dropout aside: the identity at prediction) and their weights' shapes. A
+    `sqrt` layer has no weights but changes the function, so shapes alone would match the wrong head."""
+    from torch import nn
+
+    return ([type(m).__name__ for m in model.head if not isinstance(m, nn.Dropout)],
+            {k: v.shape for k, v in model.head.state_dict().items()})
+
+
+def _start_head(ctx: TrainContext) -> str:
+    """``--head``, with a ``sqrt`` layer after its pooling when the best linear head so far (``auto``'s probe)
+    power-normalizes: the deeper strategies then start under that head, as they do when it does not."""
+    from ..models import parse_head
+
+    spec = ctx.config.head
+    best = max((r for r in ctx.results if r.name in ("probe", "head")), key=lambda r: r.score, default=None)
+    tokens = [kind for kind, _ in parse_head(spec)]
+    if (best is None or "sqrt" in tokens or not tokens or tokens[0] not in ("avg", "max")
+            or "SignedSqrt" not in _layout(best.model)[0]):
+        return spec
+    first, _, rest = spec.partition(",")
+    return ",".join(t for t in (first, "sqrt", rest) if t)
+
+
+def _run_on_images(strategy: Strategy, ctx: TrainContext, head_state: dict | None = None,
+                   head: str | None = None) -> StrategyResult:
     from ._data import image_loader
     from ._loop import fit, gradual_unfreezing
 
     config, splits = ctx.config, ctx.splits
-    model = _base(config, splits.classes, config.head)
+    model = _base(config, splits.classes, head or config.head)
     if head_state is not None:
         model.head.load_state_dict(head_state)
     # Small datasets (and ones unlike ImageNet, e.g. grayscale) shift batch statistics; Keras' advice for
