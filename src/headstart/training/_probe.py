@@ -79,12 +79,15 @@ def _features(ctx: "TrainContext", ecfg, items, views: str) -> tuple[np.ndarray,
     return x, y
 
 
-def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", dict[str, Any], float, float]:
+def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", dict | None, dict[str, Any], float,
+                                                         float]:
     """Choose C / class weighting / views / power normalization, fit, and write the winner into a new model.
 
     ``build(head)`` makes the model (``"avg"``, or ``"avg,sqrt"`` when power normalization wins). Returns (the
-    model, details, score by ``config.metric``, accuracy): with cross-validation the means over the folds, else
-    on the validation split. ``model.views`` is set to the chosen view set (prediction averages over it).
+    model, the head state the deeper strategies start from — with cross-validation the same settings fitted on the
+    train split only, since the model's own head has seen the validation images; else None —, details, score by
+    ``config.metric``, accuracy): with cross-validation the means over the folds, else on the validation split.
+    ``model.views`` is set to the chosen view set (prediction averages over it).
     """
     config, s = ctx.config, ctx.splits
     t0 = time.perf_counter()
@@ -103,9 +106,15 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", dict[
     fit_rows = np.arange(len(y)) if cv else np.arange(len(ytr))
     clf, scaler = _fit(xs[best.power_norm][fit_rows][:, view_index(best.views, widest)], y[fit_rows], best.c,
                        best.weight)
-    if best.power_norm == "on":
-        model = build("avg,sqrt")
+    head = "avg,sqrt" if best.power_norm == "on" else "avg"
+    model = build(head) if head != "avg" else model
     _load_linear(model, clf, scaler, len(s.classes))
+    start = None
+    if cv:  # its twin on the train split only: one more fit
+        twin = build(head)
+        _load_linear(twin, *_fit(xs[best.power_norm][: len(ytr)][:, view_index(best.views, widest)], ytr, best.c,
+                                 best.weight), len(s.classes))
+        start = twin.head.state_dict()
     model.views = best.views
     mean, std = float(np.mean(best.fold_scores)), float(np.std(best.fold_scores))
     details: dict[str, Any] = {"C": best.c, "views": best.views, "power_norm": best.power_norm,
@@ -115,7 +124,7 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", dict[
         details.update(cv_folds=len(folds), cv_mean=round(mean, 4), cv_std=round(std, 4),
                        cv=f"{mean:.2%} ± {std:.2%} ({len(folds)}-fold {config.metric.replace('_', ' ')})")
     acc = best.fold_scores if config.metric == "accuracy" else _accuracy(best, xs, y, folds, widest, len(s.classes))
-    return model, details, mean, float(np.mean(acc))
+    return model, start, details, mean, float(np.mean(acc))
 
 
 def _search(xs: dict[str, np.ndarray], y, folds, candidates, widest: str, weights, n_classes: int,

@@ -66,6 +66,12 @@ class StrategyResult:
     details: dict[str, Any] = field(default_factory=dict)
     val_score: float | None = None  # the choice metric on validation (accuracy or balanced accuracy)
     n_scored: int = 0  # images the score rests on (validation split, or every image of a cross-validation)
+    # The head the deeper strategies start from, when it is not the model's own: the cross-validated probe is
+    # refitted on train + val, so they start from its twin fitted on train only (their val score stays honest).
+    start_head: dict | None = None
+
+    def start_state(self) -> dict:
+        return self.start_head if self.start_head is not None else self.model.head.state_dict()
 
     @property
     def score(self) -> float:
@@ -236,10 +242,11 @@ def freeze_before(model: "HeadstartModel", cut: str) -> None:
 def _run_probe(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     from ._probe import fit_probe
 
-    model, details, score, acc = fit_probe(lambda head: _base(ctx.config, ctx.splits.classes, head), ctx,
-                                           _extract_cfg(ctx, pooling="avg"))
+    model, start, details, score, acc = fit_probe(lambda head: _base(ctx.config, ctx.splits.classes, head), ctx,
+                                                  _extract_cfg(ctx, pooling="avg"))
     n = len(ctx.splits.train) + len(ctx.splits.val) if "cv" in details else len(ctx.splits.val)
-    return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score, n_scored=n)
+    return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score, n_scored=n,
+                          start_head=start)
 
 
 def _run_head(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
@@ -268,7 +275,7 @@ def _run_partial(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     model = _base(config, ctx.splits.classes, _start_head(ctx))
     start = _best_linear_head(ctx, model)
     if start is not None:  # linear probe, then fine-tune: the new layers start under a head that already fits
-        model.head.load_state_dict(start.model.head.state_dict())
+        model.head.load_state_dict(start.start_state())
     layer_name, cut = cut_point(model, config)
     groups = strategy.param_groups(model, config)
     ecfg = _extract_cfg(ctx, layer=layer_name, capture="input", pooling="none", dtype="float16")
@@ -285,7 +292,7 @@ def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     if head is None:
         spec = ctx.config.head
         head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None)))
-    r = _run_on_images(strategy, ctx, head_state=head.model.head.state_dict(), head=spec)
+    r = _run_on_images(strategy, ctx, head_state=head.start_state(), head=spec)
     r.details["head_first"] = f"{head.name}: {head.val_acc:.4f} val"
     return r
 
