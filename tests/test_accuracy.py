@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import headstart
+from headstart.errors import HeadstartError
 from headstart.training import TrainConfig, train
 from headstart.training import _train as run_module
 from headstart.views import VIEW_SETS, apply_views, average_views, with_views
@@ -224,7 +225,7 @@ def test_deeper_strategies_start_under_the_probe_head_power_norm_included():
     assert _best_linear_head(ctx(sqrt), model(_start_head(ctx(sqrt)))) is sqrt
 
 
-def test_deeper_strategies_start_from_a_probe_head_that_never_saw_the_validation_images(textures):
+def test_deeper_strategies_start_from_a_probe_head_that_never_saw_the_validation_images(textures, monkeypatch):
     """The cross-validated probe is refitted on train + val; partial/finetune are then scored on val, so the head
     they start from must be fitted on train alone (Fashion-MNIST: a start from the refit scored finetune 96.4 % on
     val and 86.2 % on test, and `auto` took it over the probe)."""
@@ -234,11 +235,15 @@ def test_deeper_strategies_start_from_a_probe_head_that_never_saw_the_validation
     from headstart.data import load_splits
     from headstart.features import ExtractConfig
     from headstart.training._data import cached_activations
+    from headstart.training import _probe
     from headstart.training._strategies import TrainContext, run_strategy
 
+    fitted, twin = [], _probe._twin
+    monkeypatch.setattr(_probe, "_twin", lambda *a: fitted.append(1) or twin(*a))
     config = TrainConfig(strategy="probe", views="none", power_norm="off", cv_folds=3, **FAST).check()
     splits = load_splits(textures, val_split=0.15, test_split=0.15, seed=0)
     r = run_strategy("probe", TrainContext(splits, config, torch.device("cpu"), progress=False))
+    assert fitted == []  # fitted only when partial/finetune ask: `--strategy probe` never pays for it
     ecfg = ExtractConfig(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), workers=0, device="cpu")
     xtr, ytr, _ = cached_activations(splits.train, splits.classes, ecfg, progress=False)
     xva, _, _ = cached_activations(splits.val, splits.classes, ecfg, progress=False)
@@ -251,6 +256,16 @@ def test_deeper_strategies_start_from_a_probe_head_that_never_saw_the_validation
     np.testing.assert_allclose(p / p.sum(1, keepdims=True), clf.predict_proba(sc.transform(xva.numpy())), atol=1e-4)
     assert not torch.equal(r.start_state()["predictions.linear.weight"],
                            r.model.head.state_dict()["predictions.linear.weight"])  # the run's head: train + val
+    assert fitted == [1]  # once, however often it is asked for
+
+
+def test_a_bad_head_is_refused_before_any_work():
+    """`--head` is read by head/partial/finetune, which `auto` reaches only after the probe's minutes of work."""
+    with pytest.raises(HeadstartError, match="Cannot read head token 'sqrt:2'"):
+        TrainConfig(head="avg,sqrt:2").check()
+    with pytest.raises(HeadstartError, match="Cannot read head token"):
+        TrainConfig(strategy="head", head="avg,dense:ten").check()
+    assert TrainConfig(head="avg,sqrt,dense:8:relu").check().head == "avg,sqrt,dense:8:relu"
 
 
 def test_cv_chooses_on_training_images_only_and_reports_mean_and_std(tmp_path, textures, monkeypatch):

@@ -94,6 +94,10 @@ class TrainConfig:
         ``given``: the settings the user chose explicitly (flags, config file); each must be used by the strategy.
         """
         check_settings(self)
+        if self.strategy != "probe":  # a bad --head fails now, not after auto has spent minutes on the probe
+            from ..models import parse_head  # (imports torch: only when a run is about to start)
+
+            parse_head(self.head)
         if self.val_split + self.test_split >= 1:
             raise HeadstartError(f"val_split + test_split must leave images to train on; received "
                                  f"{self.val_split} + {self.test_split}.")

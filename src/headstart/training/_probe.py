@@ -9,10 +9,11 @@ from one seed to the next, while 5 folds see every one of the 1,968 images once.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -79,13 +80,13 @@ def _features(ctx: "TrainContext", ecfg, items, views: str) -> tuple[np.ndarray,
     return x, y
 
 
-def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", dict | None, dict[str, Any], float,
-                                                         float]:
+def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Callable[[], dict] | None,
+                                                         dict[str, Any], float, float]:
     """Choose C / class weighting / views / power normalization, fit, and write the winner into a new model.
 
     ``build(head)`` makes the model (``"avg"``, or ``"avg,sqrt"`` when power normalization wins). Returns (the
-    model, the head state the deeper strategies start from — with cross-validation the same settings fitted on the
-    train split only, since the model's own head has seen the validation images; else None —, details, score by
+    model, a function giving the head state the deeper strategies start from — with cross-validation the same
+    settings fitted on the train split only, since the model's own head has seen the validation images; else None —, details, score by
     ``config.metric``, accuracy): with cross-validation the means over the folds, else on the validation split.
     ``model.views`` is set to the chosen view set (prediction averages over it).
     """
@@ -110,11 +111,9 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", dict 
     model = build(head) if head != "avg" else model
     _load_linear(model, clf, scaler, len(s.classes))
     start = None
-    if cv:  # its twin on the train split only: one more fit
-        twin = build(head)
-        _load_linear(twin, *_fit(xs[best.power_norm][: len(ytr)][:, view_index(best.views, widest)], ytr, best.c,
-                                 best.weight), len(s.classes))
-        start = twin.head.state_dict()
+    if cv:  # its twin on the train split only, fitted when partial/finetune ask for it (`--strategy probe` never does)
+        x_train = xs[best.power_norm][: len(ytr)][:, view_index(best.views, widest)]
+        start = functools.partial(_twin, build, head, x_train, ytr, best, len(s.classes))
     model.views = best.views
     mean, std = float(np.mean(best.fold_scores)), float(np.std(best.fold_scores))
     details: dict[str, Any] = {"C": best.c, "views": best.views, "power_norm": best.power_norm,
@@ -125,6 +124,13 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", dict 
                        cv=f"{mean:.2%} ± {std:.2%} ({len(folds)}-fold {config.metric.replace('_', ' ')})")
     acc = best.fold_scores if config.metric == "accuracy" else _accuracy(best, xs, y, folds, widest, len(s.classes))
     return model, start, details, mean, float(np.mean(acc))
+
+
+def _twin(build, head: str, x: np.ndarray, y: np.ndarray, best: _Candidate, n_classes: int) -> dict:
+    """The chosen settings fitted on ``x`` (the train split only): the head state partial/finetune start from."""
+    twin = build(head)
+    _load_linear(twin, *_fit(x, y, best.c, best.weight), n_classes)
+    return twin.head.state_dict()
 
 
 def _search(xs: dict[str, np.ndarray], y, folds, candidates, widest: str, weights, n_classes: int,

@@ -68,10 +68,14 @@ class StrategyResult:
     n_scored: int = 0  # images the score rests on (validation split, or every image of a cross-validation)
     # The head the deeper strategies start from, when it is not the model's own: the cross-validated probe is
     # refitted on train + val, so they start from its twin fitted on train only (their val score stays honest).
-    start_head: dict | None = None
+    # A function, called (once) only when a deeper strategy asks: `--strategy probe` never pays for the fit.
+    start_head: Callable[[], dict] | None = None
+    _start: dict | None = field(default=None, init=False, repr=False)
 
     def start_state(self) -> dict:
-        return self.start_head if self.start_head is not None else self.model.head.state_dict()
+        if self.start_head is not None:  # fit once, then let go of the train features it holds
+            self._start, self.start_head = self.start_head(), None
+        return self._start if self._start is not None else self.model.head.state_dict()
 
     @property
     def score(self) -> float:
@@ -297,6 +301,11 @@ def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     return r
 
 
+def _best_linear(ctx: TrainContext) -> StrategyResult | None:
+    """The best linear head so far (``auto``: probe or head), by the choice metric."""
+    return max((r for r in ctx.results if r.name in ("probe", "head")), key=lambda r: r.score, default=None)
+
+
 def _best_linear_head(ctx: TrainContext, model) -> StrategyResult | None:
     """The best earlier result (``auto``: probe or head) whose head fits ``model``'s, to start from, or None.
 
@@ -320,13 +329,13 @@ def _layout(model) -> tuple:
 def _start_head(ctx: TrainContext) -> str:
     """``--head``, with a ``sqrt`` layer after its pooling when the best linear head so far (``auto``'s probe)
     power-normalizes: the deeper strategies then start under that head, as they do when it does not."""
-    from ..models import parse_head
+    from ..models import SignedSqrt, parse_head
 
     spec = ctx.config.head
-    best = max((r for r in ctx.results if r.name in ("probe", "head")), key=lambda r: r.score, default=None)
+    best = _best_linear(ctx)
     tokens = [kind for kind, _ in parse_head(spec)]
     if (best is None or "sqrt" in tokens or not tokens or tokens[0] not in ("avg", "max")
-            or "SignedSqrt" not in _layout(best.model)[0]):
+            or not any(isinstance(m, SignedSqrt) for m in best.model.head)):
         return spec
     first, _, rest = spec.partition(",")
     return ",".join(t for t in (first, "sqrt", rest) if t)
