@@ -86,8 +86,9 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Calla
 
     ``build(head)`` makes the model (``"avg"``, or ``"avg,sqrt"`` when power normalization wins). Returns (the
     model, a function giving the head state the deeper strategies start from — with cross-validation the same
-    settings fitted on the train split only, since the model's own head has seen the validation images; else None —, details, score by
-    ``config.metric``, accuracy): with cross-validation the means over the folds, else on the validation split.
+    settings fitted on the train split only, since the model's own head has seen the validation images; else
+    None —, details, score by ``config.metric``, accuracy): with cross-validation the means over the folds, else
+    on the validation split.
     ``model.views`` is set to the chosen view set (prediction averages over it).
     """
     config, s = ctx.config, ctx.splits
@@ -111,7 +112,7 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Calla
     model = build(head) if head != "avg" else model
     _load_linear(model, clf, scaler, len(s.classes))
     start = None
-    if cv:  # its twin on the train split only, fitted when partial/finetune ask for it (`--strategy probe` never does)
+    if cv:  # its twin on the train split only, fitted when partial/finetune ask (`--strategy probe` never does)
         x_train = xs[best.power_norm][: len(ytr)][:, view_index(best.views, widest)]
         start = functools.partial(_twin, build, head, x_train, ytr, best, len(s.classes))
     model.views = best.views
