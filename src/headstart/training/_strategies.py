@@ -301,9 +301,12 @@ def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     return r
 
 
-def _best_linear(ctx: TrainContext) -> StrategyResult | None:
-    """The best linear head so far (``auto``: probe or head), by the choice metric."""
-    return max((r for r in ctx.results if r.name in ("probe", "head")), key=lambda r: r.score, default=None)
+def _best_linear(ctx: TrainContext, model=None) -> StrategyResult | None:
+    """The best linear head so far (``auto``: probe or head) by the choice metric; with ``model``, among those
+    whose head fits its head."""
+    fits = (r for r in ctx.results if r.name in ("probe", "head")
+            and (model is None or _layout(r.model) == _layout(model)))
+    return max(fits, key=lambda r: r.score, default=None)
 
 
 def _best_linear_head(ctx: TrainContext, model) -> StrategyResult | None:
@@ -313,8 +316,7 @@ def _best_linear_head(ctx: TrainContext, model) -> StrategyResult | None:
     starting the deeper strategies under it (linear probe, then fine-tune) spares them a random head's first
     epochs, whose large gradients disturb the pretrained layers.
     """
-    fits = [r for r in ctx.results if r.name in ("probe", "head") and _layout(r.model) == _layout(model)]
-    return max(fits, key=lambda r: r.score, default=None)
+    return _best_linear(ctx, model)
 
 
 def _layout(model) -> tuple:
