@@ -189,7 +189,8 @@ def test_power_norm_in_the_model_is_the_transform_the_probe_was_fitted_on(tmp_pa
 def test_cross_validation_takes_power_norm_only_where_it_helps():
     """Classes linear in z; features z·|z| (heavy-tailed) are linear again after the signed square root, while
     features z themselves are not helped by it."""
-    from headstart.training._probe import _folds, _search
+    from headstart.training._cv import folds as _folds
+    from headstart.training._probe import _search
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=(400, 1, 12)).astype(np.float32)
@@ -354,3 +355,56 @@ def test_view_cache_keys_the_network_as_extract_does(tmp_path):
     lite = ExtractConfig(model="lite0")
     assert _cache_dir(lite, "dihedral", tmp_path) == _cache_dir(ExtractConfig(model="lite0"), "dihedral", tmp_path)
     assert _cache_dir(lite, "dihedral", tmp_path) != _cache_dir(lite, "hflip", tmp_path)
+
+
+def test_head_is_cross_validated_refitted_on_all_and_keeps_a_train_only_twin(textures, monkeypatch):
+    """Issue 11, item 2: `head` on cached features is scored over the probe's folds of train + val, refitted on all
+    of them for the folds' median epoch count, and keeps a twin fitted on train only (fitted when asked, once)."""
+    from headstart.data import load_splits
+    from headstart.features import ExtractConfig
+    from headstart.training import _cv
+    from headstart.training._data import cached_activations
+    from headstart.training._strategies import TrainContext, run_strategy
+
+    fitted, twin = [], _cv._head_twin
+    monkeypatch.setattr(_cv, "_head_twin", lambda *a: fitted.append(1) or twin(*a))
+    config = TrainConfig(strategy="head", cv_folds=3, epochs=4, **FAST).check({"cv_folds"})
+    splits = load_splits(textures, val_split=0.15, test_split=0.15, seed=0)
+    r = run_strategy("head", TrainContext(splits, config, torch.device("cpu"), progress=False))
+    n = len(splits.train) + len(splits.val)
+    assert r.cross_validated and r.details["cv_folds"] == 3 and r.n_scored == n
+    assert 1 <= r.details["refit_epochs"] <= 4 and len(r.history.train_loss) == r.details["refit_epochs"]
+    assert r.history.val_acc == [] and r.score == pytest.approx(r.details["cv_mean"], abs=1e-4)
+    assert fitted == []
+    held = r.holdout()
+    assert fitted == [1] and r.holdout() is held and r.start_state() is held.head_state
+    ecfg = ExtractConfig(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), workers=0, device="cpu")
+    xva, yva, _ = cached_activations(splits.val, splits.classes, ecfg, progress=False)
+    model = r.model
+    model.head.load_state_dict(held.head_state)
+    with torch.no_grad():
+        acc = (model.head.eval()(xva).argmax(1) == yva).float().mean().item()
+    assert held.val_acc == pytest.approx(acc)  # the twin's score is its own on the validation split
+    with pytest.raises(HeadstartError, match="--cv-folds does not apply"):
+        TrainConfig(strategy="partial", cv_folds=3).check({"cv_folds"})
+
+
+def test_strategies_scored_on_val_meet_the_cross_validated_winner_on_the_same_images():
+    """Fashion-MNIST split 3: partial 89.8 % and head 88.0 % on 225 validation images against the probe's 86.1 %
+    cross-validated; the probe fitted on train scores 88.9 % on those images, so it stays (it was better on test)."""
+    from headstart.training import choose_winner
+    from headstart.training._cv import Holdout
+    from headstart.training._strategies import StrategyResult
+
+    def cv(name, score, on_val):
+        return StrategyResult(name, None, score, 0.0, details={"cv": "…"}, val_score=score, n_scored=1500,
+                              twin=lambda: Holdout({}, on_val, on_val))
+
+    def val(name, score):
+        return StrategyResult(name, None, score, 0.0, val_score=score, n_scored=225)
+
+    probe, head = cv("probe", 0.8607, 0.8889), cv("head", 0.85, 0.8800)
+    assert choose_winner([probe, head, val("partial", 0.8978), val("finetune", 0.87)]).name == "probe"
+    assert head.held is None  # only the cross-validated winner's twin is needed
+    assert choose_winner([cv("probe", 0.8607, 0.8889), val("partial", 0.95)]).name == "partial"
+    assert choose_winner([cv("probe", 0.80, 0.80), cv("head", 0.86, 0.80), val("partial", 0.82)]).name == "head"

@@ -123,6 +123,8 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     (``None``: none) saves every epoch under ``name`` and, when resuming, continues after the last saved one.
     ``deadline`` (a ``time.perf_counter()`` value) stops training after the epoch that passes it. ``on_epoch(e)``
     runs before each epoch (gradual unfreezing). ``metric`` (accuracy | balanced_accuracy) picks the best epoch.
+    ``val_loader=None``: a refit on every image (cross-validation chose ``epochs``): no validation, no early
+    stopping, the last epoch's weights are kept.
 
     Under torchrun, loaders made by :func:`._data.image_loader` are split over the ranks: the module trains as
     DistributedDataParallel (``sync_bn``: SyncBatchNorm, CUDA only), validation is gathered so every image counts
@@ -155,7 +157,7 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
         for epoch in range(run.start_epoch, epochs if not run.finished else 0):
             epoch_start = time.perf_counter()
-            if deadline is not None and hist.val_acc and ranks.agree(epoch_start + run.last_epoch_seconds > deadline):
+            if deadline is not None and hist.train_loss and ranks.agree(epoch_start + run.last_epoch_seconds > deadline):
                 hist.stopped_early = True  # the next epoch would not finish within the budget
                 break
             if on_epoch is not None:
@@ -163,10 +165,14 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
             tloss, tacc = _train_epoch(ranks.net(module), train_loader, opt, sched, loss_fn, device, deadline,
                                        lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None),
                                        ranks)
-            vloss, vacc, logits, targets = ranks.validate(module, val_loader, device, eval_loss)
-            vscore = score(targets, logits.argmax(1), metric, logits.shape[1]) if len(logits) else 0.0
+            if val_loader is None:
+                hist.train_loss.append(tloss)
+                hist.train_acc.append(tacc)
+            else:
+                vloss, vacc, logits, targets = ranks.validate(module, val_loader, device, eval_loss)
+                vscore = score(targets, logits.argmax(1), metric, logits.shape[1]) if len(logits) else 0.0
+                run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
             run.last_epoch_seconds = time.perf_counter() - epoch_start
-            run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
             if run.bad >= patience or (deadline is not None and ranks.agree(time.perf_counter() > deadline)):
                 hist.stopped_early = epoch < epochs - 1
                 checkpoint(epoch, True)

@@ -20,6 +20,7 @@ import torch
 
 from ..models import signed_sqrt
 from ..views import VIEW_SETS, check_views, view_index
+from ._cv import Holdout, folds
 from ._data import cached_activations
 from ._loop import class_weights, score
 
@@ -80,14 +81,13 @@ def _features(ctx: "TrainContext", ecfg, items, views: str) -> tuple[np.ndarray,
     return x, y
 
 
-def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Callable[[], dict] | None,
+def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Callable[[], Holdout] | None,
                                                          dict[str, Any], float, float]:
     """Choose C / class weighting / views / power normalization, fit, and write the winner into a new model.
 
     ``build(head)`` makes the model (``"avg"``, or ``"avg,sqrt"`` when power normalization wins). Returns (the
-    model, a function giving the head state the deeper strategies start from — with cross-validation the same
-    settings fitted on the train split only, since the model's own head has seen the validation images; else
-    None —, details, score by ``config.metric``, accuracy): with cross-validation the means over the folds, else
+    model, with cross-validation a function giving its twin — the same settings fitted on the train split only,
+    since the model's own head has seen the validation images (:mod:`._cv`); else None —, details, score by ``config.metric``, accuracy): with cross-validation the means over the folds, else
     on the validation split.
     ``model.views`` is set to the chosen view set (prediction averages over it).
     """
@@ -100,11 +100,11 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Calla
     xva, yva = _features(ctx, ecfg, s.val, widest) if s.val else (xtr[:0], ytr[:0])
     t_feat = time.perf_counter() - t0
     weights = _weight_candidates(ctx)
-    folds = _folds(np.concatenate([ytr, yva]), len(ytr), config.cv_folds, config.seed)
+    parts = folds(np.concatenate([ytr, yva]), len(ytr), config.cv_folds, config.seed)
     x, y = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
     xs = {norm: signed_sqrt(x) if norm == "on" else x for norm in norm_candidates(config.power_norm)}
-    best = _search(xs, y, folds, candidates, widest, weights, len(s.classes), config.metric)
-    cv = len(folds) > 1
+    best = _search(xs, y, parts, candidates, widest, weights, len(s.classes), config.metric)
+    cv = len(parts) > 1
     fit_rows = np.arange(len(y)) if cv else np.arange(len(ytr))
     clf, scaler = _fit(xs[best.power_norm][fit_rows][:, view_index(best.views, widest)], y[fit_rows], best.c,
                        best.weight)
@@ -112,26 +112,31 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Calla
     model = build(head) if head != "avg" else model
     _load_linear(model, clf, scaler, len(s.classes))
     start = None
-    if cv:  # its twin on the train split only, fitted when partial/finetune ask (`--strategy probe` never does)
-        x_train = xs[best.power_norm][: len(ytr)][:, view_index(best.views, widest)]
-        start = functools.partial(_twin, build, head, x_train, ytr, best, len(s.classes))
+    if cv:  # its twin on the train split only, fitted when asked (`--strategy probe` never asks)
+        x_chosen = xs[best.power_norm][:, view_index(best.views, widest)]
+        start = functools.partial(_twin, build, head, x_chosen, y, len(ytr), best, len(s.classes), config.metric)
     model.views = best.views
     mean, std = float(np.mean(best.fold_scores)), float(np.std(best.fold_scores))
     details: dict[str, Any] = {"C": best.c, "views": best.views, "power_norm": best.power_norm,
                                "class_weight": best.weight or "none", "val_log_loss": round(best.log_loss, 4),
                                "feature_seconds": round(t_feat, 1)}
     if cv:
-        details.update(cv_folds=len(folds), cv_mean=round(mean, 4), cv_std=round(std, 4),
-                       cv=f"{mean:.2%} ± {std:.2%} ({len(folds)}-fold {config.metric.replace('_', ' ')})")
-    acc = best.fold_scores if config.metric == "accuracy" else _accuracy(best, xs, y, folds, widest, len(s.classes))
+        details.update(cv_folds=len(parts), cv_mean=round(mean, 4), cv_std=round(std, 4),
+                       cv=f"{mean:.2%} ± {std:.2%} ({len(parts)}-fold {config.metric.replace('_', ' ')})")
+    acc = best.fold_scores if config.metric == "accuracy" else _accuracy(best, xs, y, parts, widest, len(s.classes))
     return model, start, details, mean, float(np.mean(acc))
 
 
-def _twin(build, head: str, x: np.ndarray, y: np.ndarray, best: _Candidate, n_classes: int) -> dict:
-    """The chosen settings fitted on ``x`` (the train split only): the head state partial/finetune start from."""
+def _twin(build, head: str, x: np.ndarray, y: np.ndarray, n_train: int, best: _Candidate, n_classes: int,
+          metric: str) -> Holdout:
+    """The chosen settings fitted on the train split (the first ``n_train`` rows of ``x``) only, and scored on the
+    validation split (the rest): what partial/finetune start from and are compared with."""
     twin = build(head)
-    _load_linear(twin, *_fit(x, y, best.c, best.weight), n_classes)
-    return twin.head.state_dict()
+    fitted = _fit(x[:n_train], y[:n_train], best.c, best.weight)
+    _load_linear(twin, *fitted, n_classes)
+    pred = _proba(*fitted, x[n_train:]).argmax(1)
+    return Holdout(twin.head.state_dict(), score(y[n_train:], pred, metric, n_classes),
+                   float((pred == y[n_train:]).mean()))
 
 
 def _search(xs: dict[str, np.ndarray], y, folds, candidates, widest: str, weights, n_classes: int,
@@ -179,17 +184,6 @@ def _weight_candidates(ctx: "TrainContext") -> tuple[str | None, ...]:
     if config.balance != "auto" or config.cv_folds < 2:
         return ("balanced",) if class_weights(ctx.splits, config.balance) is not None else (None,)
     return ("balanced", None) if config.metric == "balanced_accuracy" else (None, "balanced")
-
-
-def _folds(y: np.ndarray, n_train: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k folds over train + val (k ≥ 2 and every class present k times), else the one train/val split."""
-    counts = np.bincount(y)
-    k = min(k, int(counts[counts > 0].min())) if k >= 2 else 0
-    if k < 2 or len(np.unique(y)) < 2:
-        return [(np.arange(n_train), np.arange(n_train, len(y)))]
-    from sklearn.model_selection import StratifiedKFold
-
-    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, weight: str | None, warm=None):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..data import Splits
     from ..models import HeadstartModel
     from ._checkpoint import Checkpoints
+    from ._cv import Holdout
     from ._config import TrainConfig
     from ._loop import History
 
@@ -66,16 +67,26 @@ class StrategyResult:
     details: dict[str, Any] = field(default_factory=dict)
     val_score: float | None = None  # the choice metric on validation (accuracy or balanced accuracy)
     n_scored: int = 0  # images the score rests on (validation split, or every image of a cross-validation)
-    # The head the deeper strategies start from, when it is not the model's own: the cross-validated probe is
-    # refitted on train + val, so they start from its twin fitted on train only (their val score stays honest).
-    # A function, called (once) only when a deeper strategy asks: `--strategy probe` never pays for the fit.
-    start_head: Callable[[], dict] | None = None
-    _start: dict | None = field(default=None, init=False, repr=False)
+    # A cross-validated strategy (scored over folds of train + val, then refitted on all of it) keeps a twin
+    # fitted on the train split only (:mod:`._cv`): the head partial/finetune start from, and its score on the
+    # validation split, where they are compared with it. A function, called (once) only when asked:
+    # `--strategy probe` never pays for the fit.
+    twin: "Callable[[], Holdout] | None" = None
+    held: "Holdout | None" = field(default=None, init=False, repr=False)
+
+    @property
+    def cross_validated(self) -> bool:
+        return "cv" in self.details
+
+    def holdout(self) -> "Holdout | None":
+        """The twin (fitted now if it was not yet; then the train features it held are let go), or None."""
+        if self.twin is not None:
+            self.held, self.twin = self.twin(), None
+        return self.held
 
     def start_state(self) -> dict:
-        if self.start_head is not None:  # fit once, then let go of the train features it holds
-            self._start, self.start_head = self.start_head(), None
-        return self._start if self._start is not None else self.model.head.state_dict()
+        held = self.holdout()
+        return held.head_state if held is not None else self.model.head.state_dict()
 
     @property
     def score(self) -> float:
@@ -249,22 +260,32 @@ def _run_probe(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     model, start, details, score, acc = fit_probe(lambda head: _base(ctx.config, ctx.splits.classes, head), ctx,
                                                   _extract_cfg(ctx, pooling="avg"))
     n = len(ctx.splits.train) + len(ctx.splits.val) if "cv" in details else len(ctx.splits.val)
-    return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score, n_scored=n,
-                          start_head=start)
+    return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score, n_scored=n, twin=start)
 
 
 def _run_head(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
+    """On cached features: cross-validated (:func:`._cv.fit_head_cv`) when ``--cv-folds`` allows, else fitted on
+    train and scored on val. On images (``--augment``): scored on val."""
     if _on_images(ctx.config):
         return _run_on_images(strategy, ctx)
     from ..models import parse_head
+    from ._cv import fit_head_cv
+    from ._data import cached_activations, tensor_loader
     from ._loop import fit
 
-    config = ctx.config
+    config, s = ctx.config, ctx.splits
     first = parse_head(config.head)[:1]
     pooling = first[0][0] if first and first[0][0] in ("avg", "max") else "none"
-    model = _base(config, ctx.splits.classes, config.head)
-    groups = strategy.param_groups(model, config)
-    hist = fit(model.head, *_cached_loaders(ctx, _extract_cfg(ctx, pooling=pooling)), groups,
+    ecfg = _extract_cfg(ctx, pooling=pooling)
+    xtr, ytr, _ = cached_activations(s.train, s.classes, ecfg, progress=ctx.progress)
+    xva, yva, _ = cached_activations(s.val, s.classes, ecfg, progress=ctx.progress)
+    build = lambda: _base(config, s.classes, config.head)  # noqa: E731
+    cv = fit_head_cv(strategy, ctx, build, xtr, ytr, xva, yva) if len(yva) else None
+    if cv is not None:
+        return cv
+    model = build()
+    hist = fit(model.head, tensor_loader(xtr, ytr, config.batch_size, train=True, seed=config.seed),
+               tensor_loader(xva, yva, 256, train=False), strategy.param_groups(model, config),
                **ctx.fit_kw(strategy))
     return _result(strategy, model, hist)
 
@@ -295,7 +316,8 @@ def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     head = _best_linear_head(ctx, _base(ctx.config, ctx.splits.classes, spec))
     if head is None:
         spec = ctx.config.head
-        head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None)))
+        # its head stage: fitted on train, early-stopped on val (folds would only be refitted away)
+        head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None, cv_folds=0)))
     r = _run_on_images(strategy, ctx, head_state=head.start_state(), head=spec)
     r.details["head_first"] = f"{head.name}: {head.val_acc:.4f} val"
     return r
@@ -373,8 +395,8 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("probe", "logistic regression on pooled features of every view (C, views, power norm chosen by "
              "k-fold cross-validation)", "cached features", settings=("views", "power_norm", "cv_folds"),
              run=_run_probe),
-    Strategy("head", "a new head (--head) on a frozen backbone", "cached features; images with --augment",
-             settings=("head", "augment", "bn", *_LOOP), run=_run_head, epochs_setting="epochs",
+    Strategy("head", "a new head (--head) on a frozen backbone (k-fold cross-validated on cached features)", "cached features; images with --augment",
+             settings=("head", "augment", "bn", "cv_folds", *_LOOP), run=_run_head, epochs_setting="epochs",
              param_groups=head_groups),
     Strategy("partial", "the last K stages (--unfreeze-stages) or everything from --unfreeze-from LAYER",
              "cached activations at the cut; images with --augment",
