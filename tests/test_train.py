@@ -211,6 +211,31 @@ def _toy_fit(ckpt_dir, resume, stop_at=None):
     return module, hist
 
 
+def test_fit_trains_images_in_channels_last_and_returns_the_usual_layout():
+    """Convolutions train on channels_last batches (faster); the module comes back in the default layout, so what
+    is saved or exported next is unaffected."""
+    from headstart.training._data import tensor_loader
+    from headstart.training._loop import fit
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 2, (32,), generator=g)
+    seen = []
+
+    def net():
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(3, 4, 3)
+        conv.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+        return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                   torch.nn.Linear(4, 2))
+
+    module = net()
+    fit(module, tensor_loader(x, y, 8, train=True), tensor_loader(x, y, 32, train=False),
+        [{"params": module.parameters(), "lr": 1e-2}], epochs=2, progress=False)
+    assert seen and all(seen)
+    assert all(p.is_contiguous() for p in module.parameters())
+    assert not torch.equal(net()[0].weight, module[0].weight)  # it trained
+
+
 def test_resumed_fit_equals_an_uninterrupted_one(tmp_path):
     whole, hist_whole = _toy_fit(tmp_path / "a", resume=False)
     with pytest.raises(KeyboardInterrupt):

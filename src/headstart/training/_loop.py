@@ -83,6 +83,13 @@ def gradual_unfreezing(model: nn.Module) -> Callable[[int], None]:
     return on_epoch
 
 
+def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on ``device``; image-shaped batches in channels_last, the layout the convolutions run fastest in
+    (CPU and GPU alike: 1.19× a plain training loop on this 2-core CPU, `benchmarks/train_speed.py`)."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -97,7 +104,7 @@ def evaluate_loader(module: nn.Module, loader: Iterable, device: torch.device,
     module.eval()
     total, correct, loss_sum, outs, ys = 0, 0, 0.0, [], []
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = _to(x, device), y.to(device, non_blocking=True)
         with _autocast(device):
             logits = module(x).float()
         if loss_fn is not None:
@@ -132,7 +139,7 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     runs the same fit. Either way, clock-based stops are agreed by all ranks, so none waits alone in a collective.
     """
     device = torch.device(device)
-    module.to(device)
+    module.to(device).to(memory_format=torch.channels_last)  # weights too (4-D ones only); undone at the end
     ranks = _Ranks(train_loader, val_loader, module, device, sync_bn)
     steps_per_epoch = max(1, len(train_loader))
     opt, sched = _optimizer(param_groups, weight_decay, epochs * steps_per_epoch,
@@ -181,6 +188,7 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     ranks.close(module)
     if run.best_state is not None:
         module.load_state_dict(run.best_state)
+    module.to(memory_format=torch.contiguous_format)
     hist.seconds = time.perf_counter() - t0
     return hist
 
@@ -239,7 +247,7 @@ def _train_epoch(module: nn.Module, loader, opt, sched, loss_fn, device: torch.d
         share, late = ranks.step(len(y), late, deadline is not None)
         if late:
             break  # out of budget mid-epoch: validate what we have
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = _to(x, device), y.to(device, non_blocking=True)
         with _autocast(device):
             logits = module(x).float()
         loss = loss_fn(logits, y)

@@ -87,8 +87,8 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Calla
 
     ``build(head)`` makes the model (``"avg"``, or ``"avg,sqrt"`` when power normalization wins). Returns (the
     model, with cross-validation a function giving its twin — the same settings fitted on the train split only,
-    since the model's own head has seen the validation images (:mod:`._cv`); else None —, details, score by ``config.metric``, accuracy): with cross-validation the means over the folds, else
-    on the validation split.
+    since the model's own head has seen the validation images (:mod:`._cv`); else None —, details, score by
+    ``config.metric``, accuracy): with cross-validation the means over the folds, else on the validation split.
     ``model.views`` is set to the chosen view set (prediction averages over it).
     """
     config, s = ctx.config, ctx.splits

@@ -395,7 +395,8 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("probe", "logistic regression on pooled features of every view (C, views, power norm chosen by "
              "k-fold cross-validation)", "cached features", settings=("views", "power_norm", "cv_folds"),
              run=_run_probe),
-    Strategy("head", "a new head (--head) on a frozen backbone (k-fold cross-validated on cached features)", "cached features; images with --augment",
+    Strategy("head", "a new head (--head) on a frozen backbone (k-fold cross-validated on cached features)",
+             "cached features; images with --augment",
              settings=("head", "augment", "bn", "cv_folds", *_LOOP), run=_run_head, epochs_setting="epochs",
              param_groups=head_groups),
     Strategy("partial", "the last K stages (--unfreeze-stages) or everything from --unfreeze-from LAYER",
