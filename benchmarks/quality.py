@@ -155,36 +155,43 @@ def run_dataset(name: str, args, work: Path) -> dict:
     splits = list(StratifiedShuffleSplit(args.splits, test_size=0.25, random_state=0).split(np.zeros(len(y)), y))
     methods: dict[str, dict[str, list]] = {}
 
-    def record(method: str, acc: float, seconds: float, **extra) -> None:
+    def record(k: int, method: str, acc: float, seconds: float, **extra) -> None:
         m = methods.setdefault(method, {"acc": [], "seconds": [], "extra": []})
         m["acc"].append(acc)
         m["seconds"].append(round(seconds, 1))
         m["extra"].append(extra)
-        print(f"[{name}] split {len(m['acc'])}: {method:<24} {acc:.2%}  ({seconds:.0f} s) {extra or ''}",
-              flush=True)
+        print(f"[{name}] split {k + 1}: {method:<24} {acc:.2%}  ({seconds:.0f} s) {extra or ''}", flush=True)
 
+    only = {int(i) for i in args.split_ids.split(",")} if args.split_ids else None
     for k, (tr, te) in enumerate(splits):
+        if only is not None and k not in only:
+            continue
         for method, views in (("hand probe", 1), ("hand probe + dihedral", 8)):
             t = time.perf_counter()
-            record(method, _lr_views(x, y, tr, te, views), time.perf_counter() - t)
+            record(k, method, _lr_views(x, y, tr, te, views), time.perf_counter() - t)
         folder = _split_folder(items, tr, te, work / "splits" / name / str(k))
         runs = [] if args.only_default else [("headstart probe", dict(strategy="probe"))]
         if args.default or args.only_default:
             runs.append(("headstart default (auto)", dict(budget=args.budget)))
         for method, settings in runs:
             t = time.perf_counter()
-            acc, info = _headstart(folder, work / "runs" / name / f"{k}-{settings.get('strategy', 'auto')}",
-                                   model=args.model, **settings)
+            run = f"{k}-{settings.get('strategy', 'auto')}" + ("" if args.model == "lite0" else f"-{args.model}")
+            acc, info = _headstart(folder, work / "runs" / name / run, model=args.model, **settings)
             probe = next((row for row in info["table"] if row["strategy"] == "probe"), {})
-            record(method, acc, time.perf_counter() - t, winner=info["strategy"], views=probe.get("views"),
-                   power_norm=probe.get("power_norm"), C=probe.get("C"), cv=probe.get("cv"))
-    return {"dataset": name, "images": len(items), "splits": args.splits, "methods": methods}
+            record(k, method, acc, time.perf_counter() - t, winner=info["strategy"], views=probe.get("views"),
+                   power_norm=probe.get("power_norm"), C=probe.get("C"), cv=probe.get("cv"),
+                   val={row["strategy"]: round(row["val_accuracy"], 4) for row in info["table"]},
+                   train_only={row["strategy"]: round(row["train_only_val_accuracy"], 4) for row in info["table"]
+                               if "train_only_val_accuracy" in row})
+    return {"dataset": name, "images": len(items), "splits": args.splits, "model": args.model,
+            "split_ids": sorted(only or range(args.splits)), "methods": methods}
 
 
 def table(result: dict) -> str:
     base = np.array(result["methods"]["hand probe"]["acc"])
-    lines = [f"{result['dataset']} ({result['images']} images, {result['splits']} splits)",
-             f"| method | accuracy mean ± std | Δ vs hand probe (mean ± std) | worst split Δ | s per split |",
+    lines = [f"{result['dataset']} ({result['images']} images, {result['model']}, splits {result['split_ids']} of "
+             f"{result['splits']})",
+             "| method | accuracy mean ± std | Δ vs hand probe (mean ± std) | worst split Δ | s per split |",
              "|---|---:|---:|---:|---:|"]
     for method, m in result["methods"].items():
         acc = np.array(m["acc"])
@@ -199,6 +206,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="elpv,digits,fashion")
     ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--split-ids", default=None, help="run only these splits (0-based) of the --splits, e.g. "
+                    "2,3,4: the last three of five (the splits themselves do not change)")
     ap.add_argument("--fast", action="store_true", help="600 images per data set")
     ap.add_argument("--default", action="store_true", help="also run the default `headstart train` (auto)")
     ap.add_argument("--only-default", action="store_true", help="the hand probes and the default command only "
