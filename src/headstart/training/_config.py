@@ -63,10 +63,9 @@ class TrainConfig:
     power_norm: str = setting("auto", "probe: the signed square root of each pooled feature before the logistic "
                               "regression (on), the features as they are (off), or auto (chosen by "
                               "cross-validation)", choices=("auto", "on", "off"), group="optimization")
-    cv_folds: int = setting(5, "probe: choose its settings (C, views, power norm) by k-fold cross-validation on "
-                            "the train + val images, then refit on all of them; 0: choose on the validation split",
-                            minimum=0,
-                            group="data and budget")
+    cv_folds: int = setting(5, "probe and head (on cached features): score them, and choose the probe's C, views "
+                            "and power norm, by k-fold cross-validation on the train + val images, then refit on all "
+                            "of them; 0: on the validation split", minimum=0, group="data and budget")
     metric: str = setting("accuracy", "what decides the choice between strategies and settings",
                           choices=METRICS, group="data and budget")
     val_split: float = setting(0.15, "validation fraction carved out of the training images", minimum=0, below=1,
