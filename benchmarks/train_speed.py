@@ -5,9 +5,8 @@ augmenting transform, loader (1 worker, as ``finetune`` uses), batch size, optim
 side in one run, alternating the variants (``--rounds``) so that drift in the machine's speed hits them all:
 - ``plain``: the twenty-line loop a user writes (model.train(), AdamW, cross-entropy, step);
 - ``headstart``: :func:`headstart.training._loop.fit`, one epoch, as ``finetune`` calls it (its validation of
-  8 images included);
-- ``plain + channels_last``: the plain loop with the model and every batch in channels_last memory format
-  (what headstart's extraction uses; training does not yet).
+  8 images included; batches and conv weights in channels_last, as since issue 11);
+- ``plain + channels_last``: the plain loop with the model and every batch in channels_last memory format.
 Prints img/s per variant (the best round) and the ratios to ``plain``.
 
     .venv/bin/python benchmarks/train_speed.py [--images 160] [--rounds 2] [--model lite0]
