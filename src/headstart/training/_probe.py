@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from ._loop import class_weights, score
 
 if TYPE_CHECKING:
     from ..models import HeadstartModel
-    from ._strategies import TrainContext
+    from ._strategies import StrategyResult, TrainContext
 
 __all__ = ["fit_probe", "C_GRID", "view_candidates", "norm_candidates"]
 
@@ -81,16 +81,16 @@ def _features(ctx: "TrainContext", ecfg, items, views: str) -> tuple[np.ndarray,
     return x, y
 
 
-def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Callable[[], Holdout] | None,
-                                                         dict[str, Any], float, float]:
+def fit_probe(name: str, build, ctx: "TrainContext", ecfg) -> "StrategyResult":
     """Choose C / class weighting / views / power normalization, fit, and write the winner into a new model.
 
-    ``build(head)`` makes the model (``"avg"``, or ``"avg,sqrt"`` when power normalization wins). Returns (the
-    model, with cross-validation a function giving its twin — the same settings fitted on the train split only,
-    since the model's own head has seen the validation images (:mod:`._cv`); else None —, details, score by
-    ``config.metric``, accuracy): with cross-validation the means over the folds, else on the validation split.
-    ``model.views`` is set to the chosen view set (prediction averages over it).
+    ``build(head)`` makes the model (``"avg"``, or ``"avg,sqrt"`` when power normalization wins). The result's
+    score and accuracy are the means over the folds with cross-validation (it then has a twin: the same settings
+    fitted on the train split only, since the model's own head has seen the validation images; :mod:`._cv`), else
+    on the validation split. ``model.views`` is set to the chosen view set (prediction averages over it).
     """
+    from ._strategies import StrategyResult
+
     config, s = ctx.config, ctx.splits
     t0 = time.perf_counter()
     model = build("avg")
@@ -124,7 +124,8 @@ def fit_probe(build, ctx: "TrainContext", ecfg) -> tuple["HeadstartModel", Calla
         details.update(cv_folds=len(parts), cv_mean=round(mean, 4), cv_std=round(std, 4),
                        cv=f"{mean:.2%} ± {std:.2%} ({len(parts)}-fold {config.metric.replace('_', ' ')})")
     acc = best.fold_scores if config.metric == "accuracy" else _accuracy(best, xs, y, parts, widest, len(s.classes))
-    return model, start, details, mean, float(np.mean(acc))
+    return StrategyResult(name, model, float(np.mean(acc)), 0.0, details=details, val_score=mean,
+                          n_scored=len(y) if cv else len(yva), twin=start)
 
 
 def _twin(build, head: str, x: np.ndarray, y: np.ndarray, n_train: int, best: _Candidate, n_classes: int,

@@ -257,10 +257,8 @@ def freeze_before(model: "HeadstartModel", cut: str) -> None:
 def _run_probe(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     from ._probe import fit_probe
 
-    model, start, details, score, acc = fit_probe(lambda head: _base(ctx.config, ctx.splits.classes, head), ctx,
-                                                  _extract_cfg(ctx, pooling="avg"))
-    n = len(ctx.splits.train) + len(ctx.splits.val) if "cv" in details else len(ctx.splits.val)
-    return StrategyResult(strategy.name, model, acc, 0.0, details=details, val_score=score, n_scored=n, twin=start)
+    return fit_probe(strategy.name, lambda head: _base(ctx.config, ctx.splits.classes, head), ctx,
+                     _extract_cfg(ctx, pooling="avg"))
 
 
 def _run_head(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
