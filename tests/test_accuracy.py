@@ -366,18 +366,32 @@ def test_head_is_cross_validated_refitted_on_all_and_keeps_a_train_only_twin(tex
     from headstart.training._data import cached_activations
     from headstart.training._strategies import TrainContext, run_strategy
 
+    from headstart.training import _loop
+
     fitted, twin = [], _cv._head_twin
     monkeypatch.setattr(_cv, "_head_twin", lambda *a: fitted.append(1) or twin(*a))
+    rows, fit = [], _loop.fit  # (training rows, validation rows, deadline) of every fit
+
+    def spy(module, tr, va, *a, **kw):
+        rows.append((len(tr.dataset), len(va.dataset) if va is not None else None, kw["deadline"]))
+        return fit(module, tr, va, *a, **kw)
+
+    monkeypatch.setattr(_loop, "fit", spy)
     config = TrainConfig(strategy="head", cv_folds=3, epochs=4, **FAST).check({"cv_folds"})
     splits = load_splits(textures, val_split=0.15, test_split=0.15, seed=0)
-    r = run_strategy("head", TrainContext(splits, config, torch.device("cpu"), progress=False))
+    deadline = 1e12  # a budget: the folds obey it, the refit and the twin (bounded by their epochs) do not
+    r = run_strategy("head", TrainContext(splits, config, torch.device("cpu"), progress=False, deadline=deadline))
     n = len(splits.train) + len(splits.val)
+    assert [(t + v, d) for t, v, d in rows[:3]] == [(n, deadline)] * 3 and all(v in (n // 3, n // 3 + 1)
+                                                                              for _, v, _ in rows[:3])
+    assert rows[3:] == [(n, None, None)]  # the refit: every train + val image, no validation
     assert r.cross_validated and r.details["cv_folds"] == 3 and r.n_scored == n
     assert 1 <= r.details["refit_epochs"] <= 4 and len(r.history.train_loss) == r.details["refit_epochs"]
     assert r.history.val_acc == [] and r.score == pytest.approx(r.details["cv_mean"], abs=1e-4)
     assert fitted == []
     held = r.holdout()
     assert fitted == [1] and r.holdout() is held and r.start_state() is held.head_state
+    assert rows[4:] == [(len(splits.train), len(splits.val), None)]  # the twin: train only, scored on val
     ecfg = ExtractConfig(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), workers=0, device="cpu")
     xva, yva, _ = cached_activations(splits.val, splits.classes, ecfg, progress=False)
     model = r.model
@@ -387,6 +401,8 @@ def test_head_is_cross_validated_refitted_on_all_and_keeps_a_train_only_twin(tex
     assert held.val_acc == pytest.approx(acc)  # the twin's score is its own on the validation split
     with pytest.raises(HeadstartError, match="--cv-folds does not apply"):
         TrainConfig(strategy="partial", cv_folds=3).check({"cv_folds"})
+    with pytest.raises(HeadstartError, match="--cv-folds does not apply to head on images"):
+        TrainConfig(strategy="head", augment="light", cv_folds=3).check({"cv_folds", "augment"})
 
 
 def test_strategies_scored_on_val_meet_the_cross_validated_winner_on_the_same_images():
@@ -408,3 +424,14 @@ def test_strategies_scored_on_val_meet_the_cross_validated_winner_on_the_same_im
     assert head.held is None  # only the cross-validated winner's twin is needed
     assert choose_winner([cv("probe", 0.8607, 0.8889), val("partial", 0.95)]).name == "partial"
     assert choose_winner([cv("probe", 0.80, 0.80), cv("head", 0.86, 0.80), val("partial", 0.82)]).name == "head"
+
+
+def test_without_a_validation_split_only_the_cross_validated_probe_trains(tmp_path, textures):
+    """`--val-split 0`: head/partial/finetune (and auto) have nothing to choose their epochs on, so the run is
+    refused up front with what to do; the probe, cross-validated on the training images, trains."""
+    with pytest.raises(HeadstartError, match="No validation images.*--strategy probe"):
+        train(textures, tmp_path / "auto", val_split=0.0, progress=False, **FAST)
+    assert not (tmp_path / "auto").exists()
+    r = train(textures, tmp_path / "probe", strategy="probe", val_split=0.0, cv_folds=3, progress=False, **FAST)
+    row = json.loads((tmp_path / "probe" / "metrics.json").read_text())["strategies"][0]
+    assert r.strategy == "probe" and row["cv_folds"] == 3 and "train_only_val_accuracy" not in row

@@ -104,4 +104,7 @@ class TrainConfig:
         if self.unfreeze_from:
             given.add("unfreeze_from")
         check_applies(self.strategy, given - {"strategy"})
+        if self.strategy == "head" and self.augment not in (None, "none") and "cv_folds" in given:
+            raise HeadstartError("--cv-folds does not apply to head on images (--augment): only the cached-feature "
+                                 "head is cross-validated. Drop --cv-folds, or drop --augment.")
         return self

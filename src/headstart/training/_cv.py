@@ -11,7 +11,7 @@ read here.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -27,8 +27,8 @@ class Holdout:
     """A cross-validated strategy's twin, fitted on the train split only, and its score on the validation split."""
 
     head_state: dict
-    val_score: float  # the choice metric
-    val_acc: float
+    val_score: float | None  # the choice metric (None: there is no validation split)
+    val_acc: float | None
 
 
 def folds(y: np.ndarray, n_train: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -46,10 +46,13 @@ def folds(y: np.ndarray, n_train: int, k: int, seed: int) -> list[tuple[np.ndarr
 def fit_head_cv(strategy: "Strategy", ctx: "TrainContext", build: Callable, xtr, ytr, xva, yva
                 ) -> "StrategyResult | None":
     """The ``head`` strategy on cached features, cross-validated: one fit per fold (early stopping on the fold),
-    then a refit on train + val for the median best epoch count. None when there is nothing to fold (``--cv-folds``
-    below 2, no validation split, or a class too small): the caller fits on train and scores on val as before.
+    then a refit on train + val for the folds' median best epoch count. None when there is nothing to fold
+    (``--cv-folds`` below 2, no validation split, or a class too small): the caller fits on train and scores on
+    val as before.
 
-    ``build()`` makes a fresh model; ``x*``/``y*`` are the cached features and labels (torch tensors).
+    The score is each fold's at that common epoch count (what the refit trains for), not each fold's own best
+    epoch, which was picked on the very images it is scored on. ``build()`` makes a fresh model; ``x*``/``y*``
+    are the cached features and labels (torch tensors).
     """
     import torch
 
@@ -60,25 +63,26 @@ def fit_head_cv(strategy: "Strategy", ctx: "TrainContext", build: Callable, xtr,
     config = ctx.config
     x, y = torch.cat([xtr, xva]), torch.cat([ytr, yva])
     parts = folds(y.numpy(), len(ytr), config.cv_folds, config.seed)
-    if len(parts) < 2:
+    if len(parts) < 2 or not len(yva):
         return None
 
-    def fit_on(rows, val_rows, name: str, epochs: int | None = None):
+    def fit_on(rows, val_rows, name: str, epochs: int | None = None, timed: bool = True):
         model = build()
         val = tensor_loader(x[val_rows], y[val_rows], 256, train=False) if val_rows is not None else None
         kw = {**ctx.fit_kw(strategy, epochs=epochs), "name": name, "progress": False}
+        if not timed:  # bounded by its epochs; a budget cut would leave a head that saw a batch
+            kw["deadline"] = None
         hist = fit(model.head, tensor_loader(x[rows], y[rows], config.batch_size, train=True, seed=config.seed),
                    val, strategy.param_groups(model, config), **kw)
         return model, hist
 
     hists = [fit_on(tr, va, f"{strategy.name}.fold{i}")[1] for i, (tr, va) in enumerate(parts)]
-    scores = [h.best_val_score for h in hists]
-    accs = [h.best_val_acc for h in hists]
     epochs = max(1, int(np.median([h.best_epoch + 1 for h in hists])))
-    model, hist = fit_on(np.arange(len(y)), None, strategy.name, epochs=epochs)
-    n_train = np.arange(len(ytr))
-    val_rows = np.arange(len(ytr), len(y))
-    twin = functools.partial(_head_twin, fit_on, n_train, val_rows, f"{strategy.name}.twin")
+    scores = [h.val_score[min(epochs, len(h.val_score)) - 1] for h in hists]
+    accs = [h.val_acc[min(epochs, len(h.val_acc)) - 1] for h in hists]
+    model, hist = fit_on(np.arange(len(y)), None, strategy.name, epochs=epochs, timed=False)
+    twin = functools.partial(_head_twin, fit_on, np.arange(len(ytr)), np.arange(len(ytr), len(y)),
+                             f"{strategy.name}.twin")
     mean, std = float(np.mean(scores)), float(np.std(scores))
     metric = config.metric.replace("_", " ")
     details = {"cv_folds": len(parts), "cv_mean": round(mean, 4), "cv_std": round(std, 4),
@@ -89,14 +93,5 @@ def fit_head_cv(strategy: "Strategy", ctx: "TrainContext", build: Callable, xtr,
 
 def _head_twin(fit_on, rows, val_rows, name: str) -> Holdout:
     """The head fitted on the train split, early-stopped on the validation split (headstart's head before CV)."""
-    model, hist = fit_on(rows, val_rows, name)
+    model, hist = fit_on(rows, val_rows, name, timed=False)
     return Holdout(model.head.state_dict(), hist.best_val_score, hist.best_val_acc)
-
-
-def holdout_result(result: "StrategyResult") -> "StrategyResult":
-    """``result`` as scored on the validation split (its twin's score when it was cross-validated), to compare
-    with strategies that were scored there."""
-    held = result.holdout()
-    if held is None:
-        return result
-    return replace(result, val_acc=held.val_acc, val_score=held.val_score, n_scored=0)

@@ -131,10 +131,12 @@ def fit_probe(name: str, build, ctx: "TrainContext", ecfg) -> "StrategyResult":
 def _twin(build, head: str, x: np.ndarray, y: np.ndarray, n_train: int, best: _Candidate, n_classes: int,
           metric: str) -> Holdout:
     """The chosen settings fitted on the train split (the first ``n_train`` rows of ``x``) only, and scored on the
-    validation split (the rest): what partial/finetune start from and are compared with."""
+    validation split (the rest; None without one): what partial/finetune start from and are compared with."""
     twin = build(head)
     fitted = _fit(x[:n_train], y[:n_train], best.c, best.weight)
     _load_linear(twin, *fitted, n_classes)
+    if n_train == len(y):  # --val-split 0: nothing to score on
+        return Holdout(twin.head.state_dict(), None, None)
     pred = _proba(*fitted, x[n_train:]).argmax(1)
     return Holdout(twin.head.state_dict(), score(y[n_train:], pred, metric, n_classes),
                    float((pred == y[n_train:]).mean()))

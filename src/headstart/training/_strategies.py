@@ -317,7 +317,9 @@ def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
         # its head stage: fitted on train, early-stopped on val (folds would only be refitted away)
         head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None, cv_folds=0)))
     r = _run_on_images(strategy, ctx, head_state=head.start_state(), head=spec)
-    r.details["head_first"] = f"{head.name}: {head.val_acc:.4f} val"
+    held = head.held if head.held is not None and head.held.val_acc is not None else None
+    r.details["head_first"] = (f"{head.name} (fitted on train only): {held.val_acc:.4f} val" if held else
+                               f"{head.name}: {head.val_acc:.4f} val")
     return r
 
 

@@ -50,9 +50,10 @@ def choose_winner(results: Sequence[StrategyResult]) -> StrategyResult:
         return _one_se(results, {id(r): (r.score, r.n_scored) for r in results})
     cheap = _one_se(cv, {id(r): (r.score, r.n_scored) for r in cv})
     held = cheap.holdout()
-    n_val = max(r.n_scored for r in rest)
+    if held is None or held.val_score is None:  # no validation split to meet on (--val-split 0)
+        return _one_se(results, {id(r): (r.score, r.n_scored) for r in results})
     scores = {id(r): (r.score, r.n_scored) for r in rest}
-    scores[id(cheap)] = (held.val_score if held is not None else cheap.score, n_val)
+    scores[id(cheap)] = (held.val_score, max(r.n_scored for r in rest))
     return _one_se([cheap, *rest], scores)
 
 
@@ -89,6 +90,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     config = replace(config or TrainConfig(), **overrides).check(given)
     say = log or (lambda msg: _logger.info(msg))
     splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    if not splits.val and config.strategy != "probe":
+        raise HeadstartError(f"No validation images: --val-split {config.val_split} of {len(splits.train)} training "
+                             f"images leaves none, and {config.strategy} chooses on them (epochs; auto: also the "
+                             f"strategy). Use --val-split 0.15 (the default) or more, add a val/ folder, or use "
+                             f"--strategy probe (cross-validated on the training images).")
     device = resolve_device(config.device)
     if config.sync_bn and device.type != "cuda":
         raise HeadstartError(f"--sync-bn needs CUDA GPUs (SyncBatchNorm refuses CPU tensors); this run trains on "
@@ -167,19 +173,21 @@ def _scored(r: StrategyResult, metric: str) -> str:
 
 def _train_only(r: StrategyResult, metric: str) -> dict[str, float]:
     """A cross-validated strategy's twin (fitted on train only) as scored on the validation split, when it was."""
-    if r.held is None:
+    if r.held is None or r.held.val_score is None:
         return {}
     return {"train_only_val_accuracy": r.held.val_acc, f"train_only_val_{metric}": r.held.val_score}
 
 
 def _say_choice(winner: StrategyResult, results: Sequence[StrategyResult], metric: str, say) -> None:
     """How the winner was chosen, when cross-validated strategies met ones scored on the validation split."""
-    held = [r for r in results if r.held is not None]
-    if not held or all(r.cross_validated for r in results):
+    cv = [r for r in results if r.cross_validated]
+    rest = [r for r in results if not r.cross_validated]
+    cheap = _one_se(cv, {id(r): (r.score, r.n_scored) for r in cv}) if cv else None
+    if cheap is None or not rest or cheap.held is None or cheap.held.val_score is None:
         return
     m = metric.replace("_", " ")
-    on_val = ", ".join([f"{r.name} (fitted on train only) {r.held.val_score:.2%}" for r in held] +
-                       [f"{r.name} {r.score:.2%}" for r in results if not r.cross_validated])
+    on_val = ", ".join([f"{cheap.name} (fitted on train only) {cheap.held.val_score:.2%}"] +
+                       [f"{r.name} {r.score:.2%}" for r in rest])
     say(f"auto: on the validation split ({m}): {on_val}; chose {winner.name} (the cheapest within one standard "
         f"error of the best)")
 
