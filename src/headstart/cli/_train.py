@@ -65,13 +65,14 @@ def _print_result(result, config: TrainConfig) -> None:
     from rich.table import Table
 
     metric = config.metric.replace("_", " ")
-    table = Table(title=f"strategies (chosen on the validation split by {metric})")
-    for col in ("strategy", f"val {metric}", "time (s)", "notes"):
+    table = Table(title=f"strategies, by {metric}: cross-validated on train + val where cheap (cv), else on the "
+                        f"validation split")
+    for col in ("strategy", metric, "time (s)", "notes"):
         table.add_column(col)
     key = f"val_{config.metric}"
+    shown = ("strategy", "val_accuracy", key, "seconds", "cv_mean", "cv_std", "cv_folds")  # `cv` says them all
     for row in result.table:
-        notes = ", ".join(f"{k}={v}" for k, v in row.items()
-                          if k not in ("strategy", "val_accuracy", key, "seconds"))
+        notes = ", ".join(f"{k}={v}" for k, v in row.items() if k not in shown)
         mark = " ← winner" if row["strategy"] == result.strategy else ""
         table.add_row(row["strategy"] + mark, f"{row[key]:.2%}", f"{row['seconds']:.0f}", notes)
     out = Console() if Console().is_terminal else Console(width=120)

@@ -73,9 +73,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     """Train on the labelled images in ``data`` and write the run directory ``out``.
 
     ``config.strategy`` is one of probe, head, partial, finetune, or auto (all within ``config.budget`` seconds,
-    chosen on the validation split; the test split is scored once, for the winner). Every epoch is checkpointed
-    in ``out/.checkpoints``; after an interruption, ``resume=True`` with the same arguments continues from the
-    last finished epoch (finished training loops are not repeated). The checkpoints are removed on success.
+    chosen on training images only: :func:`choose_winner`; the test split is scored once, for the winner). Every
+    epoch is checkpointed in ``out/.checkpoints``; after an interruption, ``resume=True`` with the same arguments
+    continues from the last finished epoch (finished training loops are not repeated). The checkpoints are removed on success.
     A finished run in ``out`` is replaced only with ``overwrite=True``. ``given``: the settings the user chose
     (each must apply to the strategy).
     """
@@ -175,7 +175,7 @@ def _train_only(r: StrategyResult, metric: str) -> dict[str, float]:
     """A cross-validated strategy's twin (fitted on train only) as scored on the validation split, when it was."""
     if r.held is None or r.held.val_score is None:
         return {}
-    return {"train_only_val_accuracy": r.held.val_acc, f"train_only_val_{metric}": r.held.val_score}
+    return {"train_only_val_accuracy": round(r.held.val_acc, 4), f"train_only_val_{metric}": round(r.held.val_score, 4)}
 
 
 def _say_choice(winner: StrategyResult, results: Sequence[StrategyResult], metric: str, say) -> None:
