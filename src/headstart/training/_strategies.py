@@ -165,13 +165,21 @@ def _extract_cfg(ctx: TrainContext, **kw):
                          device=str(ctx.device), **kw)
 
 
-def _cached_loaders(ctx: TrainContext, ecfg):
-    from ._data import cached_activations, tensor_loader
+def _cached_tensors(ctx: TrainContext, ecfg):
+    """(x_train, y_train, x_val, y_val): the cached activations of both splits."""
+    from ._data import cached_activations
 
-    s, c = ctx.splits, ctx.config
+    s = ctx.splits
     xtr, ytr, _ = cached_activations(s.train, s.classes, ecfg, progress=ctx.progress)
     xva, yva, _ = cached_activations(s.val, s.classes, ecfg, progress=ctx.progress)
-    return (tensor_loader(xtr, ytr, c.batch_size, train=True, seed=c.seed),
+    return xtr, ytr, xva, yva
+
+
+def _cached_loaders(ctx: TrainContext, ecfg):
+    from ._data import tensor_loader
+
+    xtr, ytr, xva, yva = _cached_tensors(ctx, ecfg)
+    return (tensor_loader(xtr, ytr, ctx.config.batch_size, train=True, seed=ctx.config.seed),
             tensor_loader(xva, yva, 256, train=False))
 
 
@@ -268,22 +276,18 @@ def _run_head(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
         return _run_on_images(strategy, ctx)
     from ..models import parse_head
     from ._cv import fit_head_cv
-    from ._data import cached_activations, tensor_loader
     from ._loop import fit
 
-    config, s = ctx.config, ctx.splits
+    config = ctx.config
     first = parse_head(config.head)[:1]
     pooling = first[0][0] if first and first[0][0] in ("avg", "max") else "none"
     ecfg = _extract_cfg(ctx, pooling=pooling)
-    xtr, ytr, _ = cached_activations(s.train, s.classes, ecfg, progress=ctx.progress)
-    xva, yva, _ = cached_activations(s.val, s.classes, ecfg, progress=ctx.progress)
-    build = lambda: _base(config, s.classes, config.head)  # noqa: E731
-    cv = fit_head_cv(strategy, ctx, build, xtr, ytr, xva, yva) if len(yva) else None
+    build = lambda: _base(config, ctx.splits.classes, config.head)  # noqa: E731
+    cv = fit_head_cv(strategy, ctx, build, *_cached_tensors(ctx, ecfg))
     if cv is not None:
         return cv
-    model = build()
-    hist = fit(model.head, tensor_loader(xtr, ytr, config.batch_size, train=True, seed=config.seed),
-               tensor_loader(xva, yva, 256, train=False), strategy.param_groups(model, config),
+    model = build()  # (the features were read once above; the cache makes this read cheap)
+    hist = fit(model.head, *_cached_loaders(ctx, ecfg), strategy.param_groups(model, config),
                **ctx.fit_kw(strategy))
     return _result(strategy, model, hist)
 

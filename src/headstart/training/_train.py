@@ -48,13 +48,18 @@ def choose_winner(results: Sequence[StrategyResult]) -> StrategyResult:
     rest = [r for r in results if not r.cross_validated]
     if not cv or not rest:
         return _one_se(results, {id(r): (r.score, r.n_scored) for r in results})
-    cheap = _one_se(cv, {id(r): (r.score, r.n_scored) for r in cv})
+    cheap = _cv_winner(cv)
     held = cheap.holdout()
     if held is None or held.val_score is None:  # no validation split to meet on (--val-split 0)
         return _one_se(results, {id(r): (r.score, r.n_scored) for r in results})
     scores = {id(r): (r.score, r.n_scored) for r in rest}
     scores[id(cheap)] = (held.val_score, max(r.n_scored for r in rest))
     return _one_se([cheap, *rest], scores)
+
+
+def _cv_winner(cv: Sequence[StrategyResult]) -> StrategyResult:
+    """The one-standard-error choice among the cross-validated strategies (the same folds)."""
+    return _one_se(cv, {id(r): (r.score, r.n_scored) for r in cv})
 
 
 def _one_se(results: Sequence[StrategyResult], scores: dict[int, tuple[float, int]]) -> StrategyResult:
@@ -182,7 +187,7 @@ def _say_choice(winner: StrategyResult, results: Sequence[StrategyResult], metri
     """How the winner was chosen, when cross-validated strategies met ones scored on the validation split."""
     cv = [r for r in results if r.cross_validated]
     rest = [r for r in results if not r.cross_validated]
-    cheap = _one_se(cv, {id(r): (r.score, r.n_scored) for r in cv}) if cv else None
+    cheap = _cv_winner(cv) if cv else None
     if cheap is None or not rest or cheap.held is None or cheap.held.val_score is None:
         return
     m = metric.replace("_", " ")
