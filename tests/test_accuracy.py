@@ -435,3 +435,51 @@ def test_without_a_validation_split_only_the_cross_validated_probe_trains(tmp_pa
     r = train(textures, tmp_path / "probe", strategy="probe", val_split=0.0, cv_folds=3, progress=False, **FAST)
     row = json.loads((tmp_path / "probe" / "metrics.json").read_text())["strategies"][0]
     assert r.strategy == "probe" and row["cv_folds"] == 3 and "train_only_val_accuracy" not in row
+
+
+def test_native_side_is_the_images_own_size_when_larger_capped(tmp_path):
+    from headstart.data import Item
+    from headstart.training._data import native_side
+
+    def items(*sides):
+        out = []
+        for i, s in enumerate(sides):
+            p = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
+            Image.new("RGB", (s, s + 20)).save(p)  # portrait: the short side counts
+            out.append(Item(str(p), "a"))
+        return out
+
+    assert native_side(items(300, 300, 300), (224, 224)) == 300  # ELPV's cells
+    assert native_side(items(200, 300, 320), (224, 224)) == 300  # the median
+    assert native_side(items(224, 100, 224), (224, 224)) is None  # not larger: the weights' size stays
+    assert native_side(items(2000, 3000), (224, 224)) == 336  # at most 1.5× per side (2.25× the compute)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert native_side([Item(str(broken), "a"), *items(300)], (224, 224)) == 300  # the loaders report it
+    assert native_side([Item(str(broken), "a")], (224, 224)) is None
+
+
+def test_layers_train_at_the_images_native_size_and_frozen_strategies_at_the_weights(tmp_path):
+    from conftest import make_image
+
+    root = tmp_path / "data"
+    for cls, color in (("a", (220, 40, 40)), ("b", (40, 40, 220))):
+        for i in range(8):
+            make_image(root / cls / f"{cls}{i}.png", size=(200, 200), color=color, noise=40, seed=i)
+    fast = dict(model="test_efficientnet", weights=None, lr=1e-2, batch_size=8, epochs=2, finetune_epochs=1,
+                workers=0, cv_folds=2, progress=False)  # test_efficientnet's own size: 160 px
+    r = train(root, tmp_path / "auto", **fast)
+    sizes = {row["strategy"]: row.get("input_size") for row in r.table}
+    assert sizes == {"probe": None, "head": None, "partial": [200, 200], "finetune": [200, 200]}
+    r = train(root, tmp_path / "ft", strategy="finetune", **fast)
+    assert r.model.config.input_shape == (200, 200, 3)
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert saved["preprocessing"]["input_size"] == [200, 200]
+    images = sorted(str(p) for p in root.rglob("*.png"))[:4]
+    with torch.no_grad():
+        here = torch.softmax(r.model.eval()(r.model.preprocess(images)), 1)
+    loaded = [p.predictions for p in headstart.load(tmp_path / "ft").predict(images, top=2)]
+    assert all(abs(top.probability - here[i, r.model.class_names.index(top.label)].item()) < 1e-5
+               for i, preds in enumerate(loaded) for top in preds)
+    r = train(root, tmp_path / "given", strategy="finetune", input_shape=(64, 64, 3), **fast)
+    assert r.model.config.input_shape == (64, 64, 3)  # --input-shape wins

@@ -18,7 +18,7 @@ from ._heads import GlobalPool, build_head
 from ._model import HeadstartModel, ModelConfig
 from ._registry import ModelSpec, get_spec
 
-__all__ = ["create_model", "imagenet_labels"]
+__all__ = ["create_model", "imagenet_labels", "default_input_size"]
 
 WeightsArg = Union[str, os.PathLike, None]
 POOLING_CHOICES = ("avg", "max")
@@ -112,6 +112,11 @@ def _check_args(spec: ModelSpec, weights, include_top, input_shape, pooling, cla
             f"input_shape {shape} is too small for {spec.name}: height and width must be at least "
             f"{spec.min_size} pixels. Received {shape[0]}×{shape[1]}.")
     return shape[:2]
+
+
+def default_input_size(name: str, weights: WeightsArg = "imagenet") -> tuple[int, int]:
+    """(height, width) the model takes with ``weights`` when no ``input_shape`` is given, without building it."""
+    return tuple(_preprocessing(get_spec(name), weights).input_size)
 
 
 def _preprocessing(spec: ModelSpec, weights: WeightsArg) -> Preprocessing:

@@ -15,7 +15,10 @@ from ..errors import HeadstartError, ImageLoadError
 from ..features import ExtractConfig, FeatureSet, extract
 from ..home import activations_dir
 
-__all__ = ["cached_activations", "tensor_loader", "ImageDataset", "image_loader"]
+__all__ = ["cached_activations", "tensor_loader", "ImageDataset", "image_loader", "native_side"]
+
+# The most native size can add over the weights' own, per side: compute grows with the area (1.5² = 2.25× per step).
+NATIVE_MAX_SCALE = 1.5
 
 
 def cached_activations(items: Sequence[Item], classes: list[str], config: ExtractConfig, *, progress: bool,
@@ -41,6 +44,30 @@ def cached_activations(items: Sequence[Item], classes: list[str], config: Extrac
     lookup = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([lookup[label] for label in fs.labels], dtype=torch.long)
     return x, y, fs
+
+
+def native_side(items: Sequence[Item], default: tuple[int, int], *, sample: int = 64) -> int | None:
+    """The side of the square input the training images are at (the median short side of up to ``sample`` of them,
+    evenly spaced), when it is larger than the model's ``default`` input; None when it is not.
+
+    Down-scaling 300-px solar cells to 224 throws away the fine cracks the network is asked to find; a layer that
+    trains can learn from the pixels that are there. Capped at :data:`NATIVE_MAX_SCALE` × the default side. Only the
+    files' headers are read (PIL decodes lazily); unreadable files are left to the loaders to report.
+    """
+    from PIL import Image
+
+    step = max(1, len(items) // sample)
+    sides = []
+    for it in list(items)[::step][:sample]:
+        try:
+            with Image.open(it.path) as im:
+                sides.append(min(im.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    if not sides:
+        return None
+    side, base = int(np.median(sides)), min(default)
+    return min(side, int(base * NATIVE_MAX_SCALE)) if side > base else None
 
 
 def tensor_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool, seed: int = 0) -> DataLoader:

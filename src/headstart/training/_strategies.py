@@ -183,6 +183,20 @@ def _cached_loaders(ctx: TrainContext, ecfg):
             tensor_loader(xva, yva, 256, train=False))
 
 
+def _native(ctx: TrainContext) -> TrainContext:
+    """``ctx`` at the input size layers train at: ``--input-shape`` when given, else the training images' own size
+    when it is larger than the weights' (:func:`._data.native_side`: ELPV's 300-px cells train at 300, not 224).
+    The frozen strategies stay at the weights' size: 300-px features did not lift the probe on ELPV (issue 11)."""
+    from ..models import default_input_size
+    from ._data import native_side
+
+    c = ctx.config
+    if c.input_shape is not None:
+        return ctx
+    side = native_side(ctx.splits.train, default_input_size(c.model, c.weights))
+    return ctx if side is None else replace(ctx, config=replace(c, input_shape=(side, side, 3)))
+
+
 def _on_images(config: "TrainConfig") -> bool:
     return config.augment not in (None, "none")
 
@@ -293,6 +307,7 @@ def _run_head(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
 
 
 def _run_partial(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
+    ctx = _native(ctx)
     if _on_images(ctx.config):
         return _run_on_images(strategy, ctx)
     from ..models import FromCut
@@ -307,7 +322,7 @@ def _run_partial(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     groups = strategy.param_groups(model, config)
     ecfg = _extract_cfg(ctx, layer=layer_name, capture="input", pooling="none", dtype="float16")
     hist = fit(FromCut(model, cut), *_cached_loaders(ctx, ecfg), groups, **ctx.fit_kw(strategy))
-    return _result(strategy, model, hist, unfreeze_from=layer_name,
+    return _result(strategy, model, hist, unfreeze_from=layer_name, input_size=list(model.config.input_shape[:2]),
                    **({"head_start": start.name} if start is not None else {}))
 
 
@@ -320,7 +335,7 @@ def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
         spec = ctx.config.head
         # its head stage: fitted on train, early-stopped on val (folds would only be refitted away)
         head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None, cv_folds=0)))
-    r = _run_on_images(strategy, ctx, head_state=head.start_state(), head=spec)
+    r = _run_on_images(strategy, _native(ctx), head_state=head.start_state(), head=spec)
     held = head.held if head.held is not None and head.held.val_acc is not None else None
     r.details["head_first"] = (f"{head.name} (fitted on train only): {held.val_acc:.4f} val" if held else
                                f"{head.name}: {head.val_acc:.4f} val")
@@ -390,7 +405,7 @@ def _run_on_images(strategy: Strategy, ctx: TrainContext, head_state: dict | Non
     hist = fit(model, tr, va, groups, **ctx.fit_kw(strategy, on_epoch=on_epoch))
     for p in model.parameters():
         p.requires_grad_(True)
-    return _result(strategy, model, hist, augment=augment)
+    return _result(strategy, model, hist, augment=augment, input_size=list(model.config.input_shape[:2]))
 
 
 # Settings of the epoch loop (finetune uses `epochs` for its head stage).
