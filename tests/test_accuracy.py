@@ -459,7 +459,7 @@ def test_native_side_is_the_images_own_size_when_larger_capped(tmp_path):
     assert native_side([Item(str(broken), "a")], (224, 224)) is None
 
 
-def test_layers_train_at_the_images_native_size_and_frozen_strategies_at_the_weights(tmp_path):
+def test_partial_trains_at_the_images_native_size_and_the_others_at_the_weights(tmp_path):
     from conftest import make_image
 
     root = tmp_path / "data"
@@ -470,8 +470,8 @@ def test_layers_train_at_the_images_native_size_and_frozen_strategies_at_the_wei
                 workers=0, cv_folds=2, progress=False)  # test_efficientnet's own size: 160 px
     r = train(root, tmp_path / "auto", **fast)
     sizes = {row["strategy"]: row.get("input_size") for row in r.table}
-    assert sizes == {"probe": None, "head": None, "partial": [200, 200], "finetune": [200, 200]}
-    r = train(root, tmp_path / "ft", strategy="finetune", **fast)
+    assert sizes == {"probe": None, "head": None, "partial": [200, 200], "finetune": [160, 160]}
+    r = train(root, tmp_path / "ft", strategy="partial", **fast)
     assert r.model.config.input_shape == (200, 200, 3)
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert saved["preprocessing"]["input_size"] == [200, 200]
@@ -481,5 +481,5 @@ def test_layers_train_at_the_images_native_size_and_frozen_strategies_at_the_wei
     loaded = [p.predictions for p in headstart.load(tmp_path / "ft").predict(images, top=2)]
     assert all(abs(top.probability - here[i, r.model.class_names.index(top.label)].item()) < 1e-5
                for i, preds in enumerate(loaded) for top in preds)
-    r = train(root, tmp_path / "given", strategy="finetune", input_shape=(64, 64, 3), **fast)
+    r = train(root, tmp_path / "given", strategy="partial", input_shape=(64, 64, 3), **fast)
     assert r.model.config.input_shape == (64, 64, 3)  # --input-shape wins

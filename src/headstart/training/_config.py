@@ -31,8 +31,8 @@ class TrainConfig:
     weights: str | None = setting("imagenet", "'imagenet' (default), 'none' for random init, or a "
                                   ".pth/.safetensors path", parse=parse_weights, group="model")
     input_shape: tuple[int, int, int] | None = setting(
-        None, "HEIGHT,WIDTH of the network input (default: the weights' size; partial/finetune: the images' own "
-        "size when larger, up to 1.5× the weights')", parse=parse_shape, metavar="H,W",
+        None, "HEIGHT,WIDTH of the network input (default: the weights' size; partial: the images' own size "
+        "when larger, up to 1.5× the weights')", parse=parse_shape, metavar="H,W",
         group="model")
     head: str = setting("avg,dropout:0.2", "new head, e.g. flatten,dense:1024:relu", group="model")
     unfreeze_from: str | None = setting(None, "partial: first layer that trains (e.g. blocks.5, block5_conv1); "

@@ -184,9 +184,13 @@ def _cached_loaders(ctx: TrainContext, ecfg):
 
 
 def _native(ctx: TrainContext) -> TrainContext:
-    """``ctx`` at the input size layers train at: ``--input-shape`` when given, else the training images' own size
-    when it is larger than the weights' (:func:`._data.native_side`: ELPV's 300-px cells train at 300, not 224).
-    The frozen strategies stay at the weights' size: 300-px features did not lift the probe on ELPV (issue 11)."""
+    """``ctx`` at the input size ``partial`` trains at: ``--input-shape`` when given, else the training images' own
+    size when it is larger than the weights' (:func:`._data.native_side`: ELPV's 300-px cells at 300, not 224).
+
+    Measured on ELPV's five splits against 224 px, on the same validation images (benchmarks/RESULTS.md): partial
+    +2.0 ± 2.2 points (4 splits of 5 better) for 30–100 s more. Not the others: the probe's 300-px features scored
+    no better (issue 11), and finetune's three epochs scored −1.0 ± 2.3 points at 1.7× the time (a likely
+    cause, not measured: every layer it trains keeps BatchNorm statistics frozen at what 224-px images gave)."""
     from ..models import default_input_size
     from ._data import native_side
 
@@ -335,7 +339,7 @@ def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
         spec = ctx.config.head
         # its head stage: fitted on train, early-stopped on val (folds would only be refitted away)
         head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None, cv_folds=0)))
-    r = _run_on_images(strategy, _native(ctx), head_state=head.start_state(), head=spec)
+    r = _run_on_images(strategy, ctx, head_state=head.start_state(), head=spec)
     held = head.held if head.held is not None and head.held.val_acc is not None else None
     r.details["head_first"] = (f"{head.name} (fitted on train only): {held.val_acc:.4f} val" if held else
                                f"{head.name}: {head.val_acc:.4f} val")
