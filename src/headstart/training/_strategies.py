@@ -3,7 +3,8 @@
 - ``probe``: cached pooled features + logistic regression (seconds).
 - ``head``: frozen backbone + a new head, trained on cached features (on images with ``--augment``).
 - ``partial``: layers before a cut stay frozen; the rest trains on cached activations at the cut (on images with
-  ``--augment``). Frozen BatchNorm layers keep their statistics.
+  ``--augment``), at the images' own size when larger than the weights' (:func:`_native`). Frozen BatchNorm layers
+  keep their statistics.
 - ``finetune``: every layer, on augmented images, with discriminative learning rates (layer-wise decay) after the
   head has been trained first (gradual unfreezing).
 
@@ -423,7 +424,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              settings=("head", "augment", "bn", "cv_folds", *_LOOP), run=_run_head, epochs_setting="epochs",
              param_groups=head_groups),
     Strategy("partial", "the last K stages (--unfreeze-stages) or everything from --unfreeze-from LAYER",
-             "cached activations at the cut; images with --augment",
+             "cached activations at the cut, at the images' own size when larger; images with --augment",
              settings=("head", "augment", "bn", "unfreeze_from", "unfreeze_stages", "backbone_lr_mult", *_LOOP),
              run=_run_partial, epochs_setting="epochs", param_groups=partial_groups),
     Strategy("finetune", "every layer, layer-wise learning rates, head first then all (gradual unfreezing)",
