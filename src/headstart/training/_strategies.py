@@ -176,10 +176,11 @@ def _cached_tensors(ctx: TrainContext, ecfg):
     return xtr, ytr, xva, yva
 
 
-def _cached_loaders(ctx: TrainContext, ecfg):
+def _cached_loaders(ctx: TrainContext, ecfg=None, tensors=None):
+    """Train and val loaders over ``tensors`` (read from the cache with ``ecfg`` when not given)."""
     from ._data import tensor_loader
 
-    xtr, ytr, xva, yva = _cached_tensors(ctx, ecfg)
+    xtr, ytr, xva, yva = tensors if tensors is not None else _cached_tensors(ctx, ecfg)
     return (tensor_loader(xtr, ytr, ctx.config.batch_size, train=True, seed=ctx.config.seed),
             tensor_loader(xva, yva, 256, train=False))
 
@@ -302,11 +303,12 @@ def _run_head(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     pooling = first[0][0] if first and first[0][0] in ("avg", "max") else "none"
     ecfg = _extract_cfg(ctx, pooling=pooling)
     build = lambda: _base(config, ctx.splits.classes, config.head)  # noqa: E731
-    cv = fit_head_cv(strategy, ctx, build, *_cached_tensors(ctx, ecfg))
+    tensors = _cached_tensors(ctx, ecfg)
+    cv = fit_head_cv(strategy, ctx, build, *tensors)
     if cv is not None:
         return cv
-    model = build()  # (the features were read once above; the cache makes this read cheap)
-    hist = fit(model.head, *_cached_loaders(ctx, ecfg), strategy.param_groups(model, config),
+    model = build()
+    hist = fit(model.head, *_cached_loaders(ctx, tensors=tensors), strategy.param_groups(model, config),
                **ctx.fit_kw(strategy))
     return _result(strategy, model, hist)
 
