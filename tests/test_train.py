@@ -236,6 +236,117 @@ def test_fit_trains_images_in_channels_last_and_returns_the_usual_layout():
     assert not torch.equal(net()[0].weight, module[0].weight)  # it trained
 
 
+class _Ticking:
+    """A loader whose every batch takes one second on a simulated clock (``_loop.time`` is replaced by it)."""
+
+    def __init__(self, loader, clock: list[float]):
+        self.loader, self.clock = loader, clock
+        self.generator = loader.generator  # the shuffling state a checkpoint saves
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.clock[0] += 1.0
+            yield batch
+
+
+def _simulated_clock(monkeypatch) -> list[float]:
+    from types import SimpleNamespace
+
+    from headstart.training import _loop
+
+    clock = [0.0]
+    monkeypatch.setattr(_loop, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    return clock
+
+
+def test_a_budget_cut_fits_the_cosine_to_the_epochs_that_are_left(tmp_path, monkeypatch):
+    """With a deadline, the LR schedule shrinks to the epochs that still fit, so training ends at LR 0 instead of
+    part-way down a 10-epoch cosine; the shortened schedule is in the checkpoint, so --resume keeps it."""
+    from headstart.training import _loop
+    from headstart.training._checkpoint import Checkpoints
+    from headstart.training._data import tensor_loader
+
+    clock = _simulated_clock(monkeypatch)
+    real, made = _loop._optimizer, []
+
+    def spy(*args):
+        made.append(real(*args))
+        return made[-1]
+
+    monkeypatch.setattr(_loop, "_optimizer", spy)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g), torch.randint(0, 3, (64,), generator=g)
+    module = torch.nn.Linear(5, 3)
+    ckpt = Checkpoints.open(tmp_path, {"toy": 1}, False)
+    # 4 batches = 4 s per epoch; 10.5 s: the first epoch shows that one more fits, and no third
+    train_loader = _Ticking(tensor_loader(x, y, 16, train=True, seed=0), clock)
+    hist = _loop.fit(module, train_loader, tensor_loader(x, y, 64, train=False), [{"params": module.parameters(),
+                     "lr": 1e-2}], epochs=10, patience=100, progress=False, deadline=10.5, name="toy",
+                     checkpoints=ckpt)
+    opt, sched = made[0]
+    assert len(hist.train_loss) == 2 and hist.fitted_epochs == 2 and hist.stopped_early
+    assert sched.last_epoch == 8 and sched.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # 10 epochs: 0.97e-2
+    saved = json.loads((tmp_path / ".checkpoints" / "toy.json").read_text())
+    assert saved["scheduler"]["lr_lambdas"] == [{"warm": 4, "total": 8}]
+    assert saved["history"]["fitted_epochs"] == 2
+
+
+def test_a_save_dearer_than_the_training_it_protects_is_skipped_and_resume_replays(tmp_path, monkeypatch):
+    """A checkpoint expected to take 5 s is written only once 5 s of training are at risk (epochs of 2 s: after
+    the 3rd and the 6th), and --resume from it ends where an uninterrupted fit does."""
+    from headstart.training import _loop
+    from headstart.training._checkpoint import Checkpoints
+    from headstart.training._data import tensor_loader
+
+    clock = _simulated_clock(monkeypatch)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 5, generator=g), torch.randint(0, 3, (16,), generator=g)
+
+    def toy(ckpt, stop_at=None):
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+                                     torch.nn.Linear(8, 3))
+        if ckpt is not None and stop_at is not None:  # a slow disk: 5 s for this module's checkpoint
+            ckpt.bytes_per_second = 4 * sum(t.numel() * t.element_size() for t in module.state_dict().values()) / 5
+
+        def on_epoch(e):
+            if e == stop_at:
+                raise KeyboardInterrupt
+
+        hist = _loop.fit(module, _Ticking(tensor_loader(x, y, 8, train=True, seed=0), clock),
+                         tensor_loader(x, y, 16, train=False), [{"params": module.parameters(), "lr": 1e-2}],
+                         epochs=6, patience=100, progress=False, name="toy", on_epoch=on_epoch, checkpoints=ckpt)
+        return module, hist
+
+    whole, hist_whole = toy(None)
+    with pytest.raises(KeyboardInterrupt):
+        toy(Checkpoints.open(tmp_path, {"toy": 1}, False), stop_at=4)
+    saved = json.loads((tmp_path / ".checkpoints" / "toy.json").read_text())
+    assert saved["epoch"] == 2  # epochs 0, 1 and 3 were not worth their save
+    resumed, hist = toy(Checkpoints.open(tmp_path, {"toy": 1}, True))
+    assert hist.train_loss == hist_whole.train_loss and hist.val_acc == hist_whole.val_acc
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_large_save_measures_the_disk_and_prices_the_next(tmp_path):
+    from headstart.training._checkpoint import Checkpoints
+    from headstart.training._loop import _optimizer
+
+    ckpt = Checkpoints.open(tmp_path, {"toy": 1}, False)
+    big = torch.nn.Linear(3000, 3000)  # 36 MB of weights: large enough to measure the disk's speed
+    assert ckpt.worth_saving(big, 0.0)  # not measured yet: save, and measure
+    opt, sched = _optimizer([{"params": big.parameters(), "lr": 1e-3}], 0.01, 10, 1)
+    ckpt.save("big", big, opt, sched, None, None, {"epoch": 0})
+    assert ckpt.bytes_per_second > 1e6
+    assert ckpt.worth_saving(torch.nn.Linear(5, 3), 0.0)  # cheap: always
+    ckpt.bytes_per_second = 1e6  # a slow disk: 144 s for `big`'s weights, best weights and two moments
+    assert not ckpt.worth_saving(big, 100.0) and ckpt.worth_saving(big, 150.0)
+
+
 def test_resumed_fit_equals_an_uninterrupted_one(tmp_path):
     whole, hist_whole = _toy_fit(tmp_path / "a", resume=False)
     with pytest.raises(KeyboardInterrupt):

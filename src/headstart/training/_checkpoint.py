@@ -2,15 +2,21 @@
 
 ``OUT/.checkpoints/run.json`` fingerprints the run (configuration and data); each training loop (``fit``) writes
 ``<name>.safetensors`` (weights, best weights, optimizer tensors, random-number states) and then ``<name>.json``
-(epoch, history, scheduler, early-stopping state) after every epoch, both atomically: the JSON file is the marker
+(epoch, history, scheduler, early-stopping state) after an epoch, both atomically: the JSON file is the marker
 that a checkpoint is whole. No pickle: tensors go to safetensors, everything else to JSON.
+
+A save that would cost more than the training it protects is skipped (``worth_saving``): the seed's
+``flatten,dense:1024:relu`` head on cached features has 64 M parameters, so a checkpoint is 1 GB (weights, best
+weights, two AdamW moments) written in ~5 s after an epoch of ~0.5 s. ``--resume`` then replays from the previous
+checkpoint, which gives the same result (the random-number states are in it).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +30,15 @@ __all__ = ["Checkpoints", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = ".checkpoints"
 _FORMAT = "headstart-checkpoint/1"
+_MEASURED_BYTES = 32 << 20  # a save at least this large measures the disk's speed (smaller ones: mostly fsync)
+_CHEAP_SECONDS = 1.0  # a save expected to take less is always made
 
 
 @dataclass
 class Checkpoints:
     root: Path  # OUT/.checkpoints
     resume: bool
+    bytes_per_second: float | None = field(default=None, compare=False)  # measured by the last large save
 
     @classmethod
     def open(cls, out: Path, fingerprint: dict[str, Any], resume: bool) -> "Checkpoints":
@@ -63,8 +72,17 @@ class Checkpoints:
 
     # -- one training loop ---------------------------------------------------------------------------------
 
+    def worth_saving(self, module: torch.nn.Module, unsaved_seconds: float) -> bool:
+        """Whether to save now: always, unless the save is expected to take longer than both ``_CHEAP_SECONDS``
+        and the ``unsaved_seconds`` of training since the last one (what an interruption would cost)."""
+        if self.bytes_per_second is None:
+            return True  # not measured yet: save, and measure
+        size = 4 * sum(t.numel() * t.element_size() for t in module.state_dict().values())  # + best, 2 moments
+        return size / self.bytes_per_second <= max(_CHEAP_SECONDS, unsaved_seconds)
+
     def save(self, name: str, module: torch.nn.Module, opt: torch.optim.Optimizer, sched, best_state: dict | None,
              generator: torch.Generator | None, state: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
         tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
         if best_state is not None:
             tensors.update({f"best.{k}": v for k, v in best_state.items()})
@@ -76,11 +94,14 @@ class Checkpoints:
             tensors["rng.loader"] = generator.get_state()
         tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}  # clone: no shared storage
         atomic_write_safetensors(self.root / f"{name}.safetensors", tensors, {"format": _FORMAT})
-        sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
+        sched_state = sched.state_dict()  # its lr_lambdas are the schedules' fields (plain numbers), or None
         atomic_write_json(self.root / f"{name}.json", {
             "format": _FORMAT, **state, "param_groups": osd["param_groups"], "scheduler": sched_state,
             "has_best": best_state is not None})
         fsync_dir(self.root)
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        if size >= _MEASURED_BYTES:
+            self.bytes_per_second = size / max(time.perf_counter() - t0, 1e-6)
 
     def restore(self, name: str, module: torch.nn.Module, opt: torch.optim.Optimizer, sched,
                 generator: torch.Generator | None) -> tuple[dict[str, Any], dict | None] | None:
@@ -98,7 +119,9 @@ class Checkpoints:
                 _, pid, field = k.split(".", 2)
                 opt_state.setdefault(int(pid), {})[field] = v
         opt.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
-        sched.load_state_dict({**state.pop("scheduler"), "lr_lambdas": [None] * len(opt.param_groups)})
+        sched_state = state.pop("scheduler")
+        lambdas = sched_state.get("lr_lambdas") or [None] * len(opt.param_groups)  # older checkpoints: none
+        sched.load_state_dict({**sched_state, "lr_lambdas": lambdas})
         torch.set_rng_state(tensors["rng.torch"])
         if generator is not None and "rng.loader" in tensors:
             generator.set_state(tensors["rng.loader"])

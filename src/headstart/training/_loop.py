@@ -35,6 +35,7 @@ class History:
     best_epoch: int = -1
     seconds: float = 0.0
     stopped_early: bool = False
+    fitted_epochs: int | None = None  # the LR schedule was shortened to this many epochs to end within the budget
 
     @property
     def best_val_acc(self) -> float:
@@ -46,7 +47,7 @@ class History:
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_score",
-                                              "best_epoch", "seconds", "stopped_early")}
+                                              "best_epoch", "seconds", "stopped_early", "fitted_epochs")}
 
 
 def score(y_true, y_pred, metric: str, n_classes: int) -> float:
@@ -128,7 +129,8 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
 
     ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``checkpoints``
     (``None``: none) saves every epoch under ``name`` and, when resuming, continues after the last saved one.
-    ``deadline`` (a ``time.perf_counter()`` value) stops training after the epoch that passes it. ``on_epoch(e)``
+    ``deadline`` (a ``time.perf_counter()`` value) stops training after the epoch that passes it; after each epoch
+    the cosine schedule is shortened to the epochs that still fit, so the last one ends at a low LR. ``on_epoch(e)``
     runs before each epoch (gradual unfreezing). ``metric`` (accuracy | balanced_accuracy) picks the best epoch.
     ``val_loader=None``: a refit on every image (cross-validation chose ``epochs``): no validation, no early
     stopping, the last epoch's weights are kept.
@@ -155,10 +157,13 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
         ranks.barrier()  # every rank has read the checkpoint before rank 0 may write the next one
     t0 = time.perf_counter() - run.hist.seconds
 
+    saved_at = [time.perf_counter()]
+
     def checkpoint(epoch: int, done: bool) -> None:
-        if ckpt is not None and ranks.main:
+        if ckpt is not None and ranks.main and ckpt.worth_saving(module, time.perf_counter() - saved_at[0]):
             run.hist.seconds = time.perf_counter() - t0
             ckpt.save(desc, module, opt, sched, run.best_state, generator, run.to_checkpoint(epoch, done))
+            saved_at[0] = time.perf_counter()
 
     hist = run.hist
     with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
@@ -180,6 +185,9 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 vscore = score(targets, logits.argmax(1), metric, logits.shape[1]) if len(logits) else 0.0
                 run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
             run.last_epoch_seconds = time.perf_counter() - epoch_start
+            if deadline is not None:
+                _fit_schedule(sched, hist, epoch, epochs, steps_per_epoch,
+                              ranks.agree_min(deadline - time.perf_counter()), run.last_epoch_seconds)
             if run.bad >= patience or (deadline is not None and ranks.agree(time.perf_counter() > deadline)):
                 hist.stopped_early = epoch < epochs - 1
                 checkpoint(epoch, True)
@@ -197,9 +205,39 @@ def _optimizer(param_groups: list[dict], weight_decay: float, total: int, warm: 
     """AdamW with linear warm-up over ``warm`` steps, then cosine decay to 0 at ``total``."""
     # foreach: one fused update over all tensors instead of a Python loop per tensor (much faster on CPU)
     opt = torch.optim.AdamW(param_groups, weight_decay=weight_decay, foreach=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [_WarmCosine(warm, total) for _ in param_groups])
     return opt, sched
+
+
+@dataclass
+class _WarmCosine:
+    """LR factor at step ``s``: linear warm-up over ``warm`` steps, then cosine to 0 at ``total``.
+
+    An object, not a lambda: LambdaLR saves its ``__dict__`` in checkpoints, so a shortened ``total`` resumes too.
+    """
+
+    warm: int
+    total: int
+
+    def __call__(self, s: int) -> float:
+        if s < self.warm:
+            return (s + 1) / self.warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (s - self.warm) / max(1, self.total - self.warm))))
+
+
+def _fit_schedule(sched, hist: History, epoch: int, epochs: int, steps_per_epoch: int, left: float,
+                  epoch_seconds: float) -> None:
+    """Shorten the cosine to the epochs that still fit before the deadline (never lengthen it).
+
+    Without this a budget cut stops training part-way down the cosine, at a high LR, and the last epochs' weights
+    are noisy; with it the LR reaches 0 at the last epoch that fits, as it would in a shorter planned run.
+    """
+    fits = epoch + 1 + max(0, int(left // max(epoch_seconds, 1e-9)))
+    if fits >= min(epochs, hist.fitted_epochs or epochs):
+        return
+    hist.fitted_epochs = fits
+    for f in sched.lr_lambdas:
+        f.total = min(f.total, fits * steps_per_epoch)
 
 
 @dataclass
@@ -305,6 +343,14 @@ class _Ranks:
         from ..distributed import any_rank
 
         return any_rank(flag) if self.launched else flag
+
+    def agree_min(self, value: float) -> float:
+        """The smallest ``value`` over the ranks (the seconds left, so every rank fits the same schedule)."""
+        if not self.launched:
+            return value
+        from ..distributed import gather
+
+        return min(gather(value))
 
     def barrier(self) -> None:
         if self.launched:
