@@ -70,11 +70,14 @@ def load(data: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dihedral(x, k: int):
-    """View k of the 8 (quarter turns k // 2, mirrored when k is odd) of a (B, C, H, W) batch."""
+    """View k of ``headstart.views``' 8 (its quarter turns, then its mirror) of a (B, C, H, W) batch on the GPU."""
     import torch
 
-    x = torch.rot90(x, k // 2, dims=(2, 3))
-    return x.flip(3) if k % 2 else x
+    from headstart.views import view_ops
+
+    turns, mirror = view_ops("dihedral")[k]
+    x = torch.rot90(x, turns, dims=(2, 3)) if turns else x
+    return x.flip(3) if mirror else x
 
 
 def augment(x, size: int, gen):

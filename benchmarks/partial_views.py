@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 # (quarter turns, mirror) as headstart.views' dihedral set
-OPS = ((0, False), (0, True), (1, False), (1, True), (2, False), (2, True), (3, False), (3, True))
 CHANNELS = {4: (80, 14), 5: (112, 14), 6: (192, 7)}  # input of blocks.<cut> at 224 px: channels, side
 
 
@@ -40,6 +39,7 @@ def cache_cut(work: Path, cut: int):
 
     import headstart
     from headstart.data import load_image
+    from headstart.views import view_ops
     from quality import elpv_items
 
     path = work / f"cut{cut}.npy"
@@ -59,7 +59,7 @@ def cache_cut(work: Path, cut: int):
             views = []
             for it in items[s:s + 8]:
                 a = tf(load_image(it.path))
-                for k, flip in OPS:
+                for k, flip in view_ops("dihedral"):  # headstart's own 8 views, in its order
                     v = np.rot90(a, k, axes=(1, 2))
                     views.append(np.ascontiguousarray(v[:, :, ::-1] if flip else v))
             x = torch.from_numpy(np.stack(views)).to(memory_format=torch.channels_last)
