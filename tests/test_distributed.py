@@ -207,6 +207,33 @@ def test_ddp_train_matches_one_process(noisy, tmp_path):
     assert r.stdout.count("run saved to") == 1  # rank 0 alone printed
 
 
+def test_torchrun_auto_with_a_budget_and_splits_smaller_than_the_ranks(tmp_path):
+    """`auto` under torchrun: 12 images leave 2 for validation, one batch for 2 ranks, so one extraction shard is
+    empty (it crashed with "negative dimensions"); every strategy fits its schedule to the budget on all ranks
+    together (a collective each epoch)."""
+    data = make_two_classes(tmp_path / "data", 6, noise=60)
+    out = tmp_path / "auto"
+    args = [a for a in TRAIN if a not in ("--strategy", "finetune")]
+    r = _torchrun("train", data, "--out", out, *args, "--budget", "10000", outputs=[out / "metrics.json"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {row["strategy"] for row in metrics["strategies"]} == {"probe", "head", "partial", "finetune"}
+    assert all(h["fitted_epochs"] is None for h in metrics["histories"].values())  # 10,000 s: nothing was cut
+    assert r.stdout.count("run saved to") == 1
+
+
+def test_a_plan_with_fewer_batches_than_shards_gives_empty_ranges_and_an_old_one_is_replaced(tmp_path):
+    from headstart.features._shard import PLAN, _plan_hash, frozen_plan, make_plan
+
+    plan = make_plan({"k": 1}, 2, 4, 1, 2, "torch")
+    assert plan["ranges"] == [[0, 2], [2, 2]]
+    assert make_plan({"k": 1}, 9, 4, 1, 3, "torch")["ranges"] == [[0, 4], [4, 8], [8, 9]]
+    old = {**plan, "ranges": [[0, 2], [4, 2]]}  # what the plan said before: shard 1 started past the end
+    old["sha256"] = _plan_hash(old)
+    (tmp_path / PLAN).write_text(json.dumps(old))
+    assert frozen_plan(tmp_path, plan, overwrite=False)["ranges"] == [[0, 2], [2, 2]]
+
+
 def test_torchrun_evaluate_scores_each_image_once(noisy, tmp_path):
     run = tmp_path / "run"
     from headstart.training import train

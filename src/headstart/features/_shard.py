@@ -57,9 +57,10 @@ def _plan_hash(plan: dict[str, Any]) -> str:
 
 def make_plan(fingerprint: dict[str, Any], n: int, batch_size: int, chunk_batches: int, world: int,
               backend: str) -> dict[str, Any]:
-    """Contiguous item ranges, whole batches each (the last shard ends with the short batch)."""
+    """Contiguous item ranges, whole batches each (the last shard ends with the short batch). With fewer batches
+    than shards, the last shards are empty ranges at ``n``."""
     n_batches = (n + batch_size - 1) // batch_size
-    ranges = [[b0 * batch_size, min(b1 * batch_size, n)] for b0, b1 in split_evenly(n_batches, world)]
+    ranges = [[min(b0 * batch_size, n), min(b1 * batch_size, n)] for b0, b1 in split_evenly(n_batches, world)]
     plan = {"format": _FORMAT, "fingerprint": fingerprint, "n": n, "world_size": world, "batch_size": batch_size,
             "chunk_batches": chunk_batches, "backend": backend, "ranges": ranges,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -72,7 +73,8 @@ def frozen_plan(out: Path, proposal: dict[str, Any], overwrite: bool) -> dict[st
     existing one when it describes the same work; a plan for other inputs or another world size is refused."""
     path = out / PLAN
     out.mkdir(parents=True, exist_ok=True)
-    if overwrite and path.is_file() and not _same_work(_read_plan(out), proposal):
+    stale = path.is_file() and not _tiles(_read_plan(out))  # made before empty shards were planned right
+    if stale or (overwrite and path.is_file() and not _same_work(_read_plan(out), proposal)):
         path.unlink(missing_ok=True)
         shutil.rmtree(out / SHARDS, ignore_errors=True)
     tmp = out / f".{PLAN}.{os.getpid()}.tmp"
@@ -92,6 +94,13 @@ def frozen_plan(out: Path, proposal: dict[str, Any], overwrite: bool) -> dict[st
             f"{path} plans an extraction of {what}. Rerun with the plan's shard count (finished shards are kept), "
             f"or pass --overwrite (overwrite=True) to start over.")
     return plan
+
+
+def _tiles(plan: dict[str, Any]) -> bool:
+    """Whether the plan's ranges cover 0..n in order without gaps (an older plan could give a shard start > n, so
+    it crashed and finished nothing)."""
+    edges = [0] + [x for r in plan["ranges"] for x in r] + [plan["n"]]
+    return all(a == b for a, b in zip(edges[0::2], edges[1::2])) and all(a <= b for a, b in zip(edges, edges[1:]))
 
 
 def _same_work(a: dict[str, Any], b: dict[str, Any]) -> bool:

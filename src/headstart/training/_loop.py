@@ -128,7 +128,8 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     """Train ``module`` in place on ``device``; the weights of the best validation epoch are restored at the end.
 
     ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``checkpoints``
-    (``None``: none) saves every epoch under ``name`` and, when resuming, continues after the last saved one.
+    (``None``: none) saves after each epoch under ``name``, unless the save would cost more than the training it
+    protects (``Checkpoints.worth_saving``), and, when resuming, continues after the last saved one.
     ``deadline`` (a ``time.perf_counter()`` value) stops training after the epoch that passes it; after each epoch
     the cosine schedule is shortened to the epochs that still fit, so the last one ends at a low LR. ``on_epoch(e)``
     runs before each epoch (gradual unfreezing). ``metric`` (accuracy | balanced_accuracy) picks the best epoch.
@@ -185,9 +186,10 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 vscore = score(targets, logits.argmax(1), metric, logits.shape[1]) if len(logits) else 0.0
                 run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
             run.last_epoch_seconds = time.perf_counter() - epoch_start
-            if deadline is not None:
-                _fit_schedule(sched, hist, epoch, epochs, steps_per_epoch,
-                              ranks.agree_min(deadline - time.perf_counter()), run.last_epoch_seconds)
+            if deadline is not None:  # every rank fits the same schedule: the fewest epochs any rank has time for
+                left = deadline - time.perf_counter()
+                fits = epoch + 1 + max(0, int(left // max(run.last_epoch_seconds, 1e-9)))
+                _fit_schedule(sched, hist, ranks.agree_min(fits), epochs, steps_per_epoch)
             if run.bad >= patience or (deadline is not None and ranks.agree(time.perf_counter() > deadline)):
                 hist.stopped_early = epoch < epochs - 1
                 checkpoint(epoch, True)
@@ -225,14 +227,12 @@ class _WarmCosine:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (s - self.warm) / max(1, self.total - self.warm))))
 
 
-def _fit_schedule(sched, hist: History, epoch: int, epochs: int, steps_per_epoch: int, left: float,
-                  epoch_seconds: float) -> None:
-    """Shorten the cosine to the epochs that still fit before the deadline (never lengthen it).
+def _fit_schedule(sched, hist: History, fits: int, epochs: int, steps_per_epoch: int) -> None:
+    """Shorten the cosine to the ``fits`` epochs that fit before the deadline in all (never lengthen it).
 
     Without this a budget cut stops training part-way down the cosine, at a high LR, and the last epochs' weights
     are noisy; with it the LR reaches 0 at the last epoch that fits, as it would in a shorter planned run.
     """
-    fits = epoch + 1 + max(0, int(left // max(epoch_seconds, 1e-9)))
     if fits >= min(epochs, hist.fitted_epochs or epochs):
         return
     hist.fitted_epochs = fits
@@ -344,8 +344,8 @@ class _Ranks:
 
         return any_rank(flag) if self.launched else flag
 
-    def agree_min(self, value: float) -> float:
-        """The smallest ``value`` over the ranks (the seconds left, so every rank fits the same schedule)."""
+    def agree_min(self, value: int) -> int:
+        """The smallest ``value`` over the ranks."""
         if not self.launched:
             return value
         from ..distributed import gather
