@@ -26,23 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from conftest import Ticking  # noqa: E402
 from quality import elpv_items  # noqa: E402
-
-
-class _Ticking:
-    """A loader whose every batch advances the simulated clock by one second."""
-
-    def __init__(self, loader, clock: list[float]):
-        self.loader, self.clock = loader, clock
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch in self.loader:
-            self.clock[0] += 1.0
-            yield batch
 
 
 def _one(x, y, tr, va, te, cut: int, fitted: bool, seed: int) -> float:
@@ -61,7 +48,7 @@ def _one(x, y, tr, va, te, cut: int, fitted: bool, seed: int) -> float:
         mean, std = xt.mean(0), xt.std(0) + 1e-6
         torch.manual_seed(seed)
         head = torch.nn.Sequential(torch.nn.Linear(x.shape[2], 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 2))
-        train = _Ticking(tensor_loader((xt - mean) / std, yt, 64, train=True, seed=seed), clock)
+        train = Ticking(tensor_loader((xt - mean) / std, yt, 64, train=True, seed=seed), clock)
         xv = (torch.from_numpy(x[va, 0]).float() - mean) / std
         val = tensor_loader(xv, torch.from_numpy(y[va]).long(), 256, train=False)
         steps = len(train)

@@ -15,7 +15,7 @@ from headstart.training import _train as run_module
 from headstart.training._loop import class_weights
 from headstart.training._strategies import cut_point
 
-from conftest import make_image, spy_image_reads
+from conftest import Ticking, make_image, spy_image_reads
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
 # Small and fast: a tiny random-weight timm EfficientNet at 64 px, few epochs with a high learning rate.
@@ -236,22 +236,6 @@ def test_fit_trains_images_in_channels_last_and_returns_the_usual_layout():
     assert not torch.equal(net()[0].weight, module[0].weight)  # it trained
 
 
-class _Ticking:
-    """A loader whose every batch takes one second on a simulated clock (``_loop.time`` is replaced by it)."""
-
-    def __init__(self, loader, clock: list[float]):
-        self.loader, self.clock = loader, clock
-        self.generator = loader.generator  # the shuffling state a checkpoint saves
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch in self.loader:
-            self.clock[0] += 1.0
-            yield batch
-
-
 def _simulated_clock(monkeypatch) -> list[float]:
     from types import SimpleNamespace
 
@@ -282,7 +266,7 @@ def test_a_budget_cut_fits_the_cosine_to_the_epochs_that_are_left(tmp_path, monk
     module = torch.nn.Linear(5, 3)
     ckpt = Checkpoints.open(tmp_path, {"toy": 1}, False)
     # 4 batches = 4 s per epoch; 10.5 s: the first epoch shows that one more fits, and no third
-    train_loader = _Ticking(tensor_loader(x, y, 16, train=True, seed=0), clock)
+    train_loader = Ticking(tensor_loader(x, y, 16, train=True, seed=0), clock)
     hist = _loop.fit(module, train_loader, tensor_loader(x, y, 64, train=False), [{"params": module.parameters(),
                      "lr": 1e-2}], epochs=10, patience=100, progress=False, deadline=10.5, name="toy",
                      checkpoints=ckpt)
@@ -316,7 +300,7 @@ def test_a_save_dearer_than_the_training_it_protects_is_skipped_and_resume_repla
             if e == stop_at:
                 raise KeyboardInterrupt
 
-        hist = _loop.fit(module, _Ticking(tensor_loader(x, y, 8, train=True, seed=0), clock),
+        hist = _loop.fit(module, Ticking(tensor_loader(x, y, 8, train=True, seed=0), clock),
                          tensor_loader(x, y, 16, train=False), [{"params": module.parameters(), "lr": 1e-2}],
                          epochs=6, patience=100, progress=False, name="toy", on_epoch=on_epoch, checkpoints=ckpt)
         return module, hist
