@@ -83,17 +83,18 @@ def spy_image_reads(monkeypatch) -> list[str]:
 
 
 class Ticking:
-    """A loader whose every batch takes one second on a simulated clock (a one-item list the caller reads as
+    """A loader whose every batch takes ``cost`` seconds (1) on a simulated clock (a one-item list the caller reads as
     ``time.perf_counter()``), so budget and checkpoint decisions in ``fit`` are the same on every run."""
 
     def __init__(self, loader, clock: list[float]):
         self.loader, self.clock = loader, clock
         self.generator = loader.generator  # the shuffling state a checkpoint saves
+        self.cost = 1.0  # seconds per batch
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
         for batch in self.loader:
-            self.clock[0] += 1.0
+            self.clock[0] += self.cost
             yield batch

@@ -223,7 +223,7 @@ def test_torchrun_auto_with_a_budget_and_splits_smaller_than_the_ranks(tmp_path)
 
 
 def test_a_plan_with_fewer_batches_than_shards_gives_empty_ranges_and_an_old_one_is_replaced(tmp_path):
-    from headstart.features._shard import PLAN, _plan_hash, frozen_plan, make_plan
+    from headstart.features._shard import PLAN, _plan_hash, frozen_plan, make_plan, shard_dir
 
     plan = make_plan({"k": 1}, 2, 4, 1, 2, "torch")
     assert plan["ranges"] == [[0, 2], [2, 2]]
@@ -231,7 +231,12 @@ def test_a_plan_with_fewer_batches_than_shards_gives_empty_ranges_and_an_old_one
     old = {**plan, "ranges": [[0, 2], [4, 2]]}  # what the plan said before: shard 1 started past the end
     old["sha256"] = _plan_hash(old)
     (tmp_path / PLAN).write_text(json.dumps(old))
-    assert frozen_plan(tmp_path, plan, overwrite=False)["ranges"] == [[0, 2], [2, 2]]
+    with pytest.raises(HeadstartError, match="--overwrite"):  # like a plan for other work: not silently replaced
+        frozen_plan(tmp_path, plan, overwrite=False)
+    shard_dir(tmp_path, 0, 2).mkdir(parents=True)
+    assert frozen_plan(tmp_path, plan, overwrite=True)["ranges"] == [[0, 2], [2, 2]]  # training's cache does this
+    assert not shard_dir(tmp_path, 0, 2).exists()
+    assert frozen_plan(tmp_path, plan, overwrite=True)["sha256"] == plan["sha256"]  # a good plan is kept
 
 
 def test_torchrun_evaluate_scores_each_image_once(noisy, tmp_path):

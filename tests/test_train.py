@@ -276,6 +276,38 @@ def test_a_budget_cut_fits_the_cosine_to_the_epochs_that_are_left(tmp_path, monk
     saved = json.loads((tmp_path / ".checkpoints" / "toy.json").read_text())
     assert saved["scheduler"]["lr_lambdas"] == [{"warm": 4, "total": 8}]
     assert saved["history"]["fitted_epochs"] == 2
+    # --resume brings the fitted schedule back; a checkpoint from before it was saved still loads
+    for lambdas, total in (([{"warm": 4, "total": 8}], 8), (None, 40)):
+        saved["scheduler"]["lr_lambdas"] = lambdas
+        (tmp_path / ".checkpoints" / "toy.json").write_text(json.dumps(saved))
+        opt, sched = real([{"params": module.parameters(), "lr": 1e-2}], 0.01, 40, 4)
+        Checkpoints.open(tmp_path, {"toy": 1}, True).restore("toy", module, opt, sched, None)
+        assert sched.lr_lambdas[0].total == total and sched.last_epoch == 8
+
+
+def test_the_fitted_cosine_follows_the_estimate_when_the_first_epoch_was_slow(monkeypatch):
+    """A slow first epoch (8 s, then 4 s each) first fits 3 epochs into 24.5 s, then 5: the schedule lengthens
+    again, the 5 epochs all train, and the last ends at LR 0."""
+    from headstart.training import _loop
+    from headstart.training._data import tensor_loader
+
+    clock = _simulated_clock(monkeypatch)
+    real, made = _loop._optimizer, []
+    monkeypatch.setattr(_loop, "_optimizer", lambda *a: made.append(real(*a)) or made[-1])
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g), torch.randint(0, 3, (64,), generator=g)
+    module = torch.nn.Linear(5, 3)
+    loader = Ticking(tensor_loader(x, y, 16, train=True, seed=0), clock)
+    totals = []
+
+    def on_epoch(e):
+        loader.cost = 2.0 if e == 0 else 1.0
+        totals.append(made[0][1].lr_lambdas[0].total // 4 if made else None)
+
+    hist = _loop.fit(module, loader, tensor_loader(x, y, 64, train=False), [{"params": module.parameters(),
+                     "lr": 1e-2}], epochs=10, patience=100, progress=False, deadline=24.5, on_epoch=on_epoch)
+    assert totals == [10, 3, 5, 5, 5] and len(hist.train_loss) == 5 and hist.fitted_epochs == 5
+    assert made[0][1].get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_a_save_dearer_than_the_training_it_protects_is_skipped_and_resume_replays(tmp_path, monkeypatch):
@@ -317,18 +349,23 @@ def test_a_save_dearer_than_the_training_it_protects_is_skipped_and_resume_repla
 
 
 def test_a_large_save_measures_the_disk_and_prices_the_next(tmp_path):
+    from headstart.training import _loop
     from headstart.training._checkpoint import Checkpoints
     from headstart.training._loop import _optimizer
 
     ckpt = Checkpoints.open(tmp_path, {"toy": 1}, False)
     big = torch.nn.Linear(3000, 3000)  # 36 MB of weights: large enough to measure the disk's speed
-    assert ckpt.worth_saving(big, 0.0)  # not measured yet: save, and measure
     opt, sched = _optimizer([{"params": big.parameters(), "lr": 1e-3}], 0.01, 10, 1)
+    size = _loop._checkpoint_bytes(big, opt, validated=True)
+    assert size == 4 * 4 * 3001 * 3000  # weights, best weights, two AdamW moments (float32)
+    big.bias.requires_grad_(False)  # a frozen parameter has no moments
+    assert _loop._checkpoint_bytes(big, opt, validated=False) == 4 * (3001 * 3000 + 2 * 3000 * 3000)
+    assert ckpt.worth_saving(size, 0.0)  # not measured yet: save, and measure
     ckpt.save("big", big, opt, sched, None, None, {"epoch": 0})
     assert ckpt.bytes_per_second > 1e6
-    assert ckpt.worth_saving(torch.nn.Linear(5, 3), 0.0)  # cheap: always
-    ckpt.bytes_per_second = 1e6  # a slow disk: 144 s for `big`'s weights, best weights and two moments
-    assert not ckpt.worth_saving(big, 100.0) and ckpt.worth_saving(big, 150.0)
+    assert ckpt.worth_saving(1000, 0.0)  # cheap: always
+    ckpt.bytes_per_second = 1e6  # a slow disk: 144 s for `big`'s checkpoint
+    assert not ckpt.worth_saving(size, 100.0) and ckpt.worth_saving(size, 150.0)
 
 
 def test_resumed_fit_equals_an_uninterrupted_one(tmp_path):

@@ -73,8 +73,7 @@ def frozen_plan(out: Path, proposal: dict[str, Any], overwrite: bool) -> dict[st
     existing one when it describes the same work; a plan for other inputs or another world size is refused."""
     path = out / PLAN
     out.mkdir(parents=True, exist_ok=True)
-    stale = path.is_file() and not _tiles(_read_plan(out))  # made before empty shards were planned right
-    if stale or (overwrite and path.is_file() and not _same_work(_read_plan(out), proposal)):
+    if overwrite and path.is_file() and not _same_work(_read_plan(out), proposal):
         path.unlink(missing_ok=True)
         shutil.rmtree(out / SHARDS, ignore_errors=True)
     tmp = out / f".{PLAN}.{os.getpid()}.tmp"
@@ -97,14 +96,15 @@ def frozen_plan(out: Path, proposal: dict[str, Any], overwrite: bool) -> dict[st
 
 
 def _tiles(plan: dict[str, Any]) -> bool:
-    """Whether the plan's ranges cover 0..n in order without gaps (an older plan could give a shard start > n, so
-    it crashed and finished nothing)."""
+    """Whether the plan's ranges cover 0..n in order without gaps (an older plan could give a shard start > n: it
+    crashed and finished nothing, and is replaced like a plan for other work)."""
     edges = [0] + [x for r in plan["ranges"] for x in r] + [plan["n"]]
     return all(a == b for a, b in zip(edges[0::2], edges[1::2])) and all(a <= b for a, b in zip(edges, edges[1:]))
 
 
 def _same_work(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a.get("fingerprint") == b["fingerprint"] and a.get("world_size") == b["world_size"]
+    """Whether plan ``a`` describes ``b``'s work (a plan that does not tile its items is no plan for any)."""
+    return a.get("fingerprint") == b["fingerprint"] and a.get("world_size") == b["world_size"] and _tiles(a)
 
 
 def _read_plan(out: Path) -> dict[str, Any]:

@@ -72,12 +72,12 @@ class Checkpoints:
 
     # -- one training loop ---------------------------------------------------------------------------------
 
-    def worth_saving(self, module: torch.nn.Module, unsaved_seconds: float) -> bool:
-        """Whether to save now: always, unless the save is expected to take longer than both ``_CHEAP_SECONDS``
-        and the ``unsaved_seconds`` of training since the last one (what an interruption would cost)."""
+    def worth_saving(self, size: int, unsaved_seconds: float) -> bool:
+        """Whether to save ``size`` bytes now: always, unless the save is expected to take longer than both
+        ``_CHEAP_SECONDS`` and the ``unsaved_seconds`` of training since the last one (what an interruption would
+        cost)."""
         if self.bytes_per_second is None:
             return True  # not measured yet: save, and measure
-        size = 4 * sum(t.numel() * t.element_size() for t in module.state_dict().values())  # + best, 2 moments
         return size / self.bytes_per_second <= max(_CHEAP_SECONDS, unsaved_seconds)
 
     def save(self, name: str, module: torch.nn.Module, opt: torch.optim.Optimizer, sched, best_state: dict | None,

@@ -130,8 +130,8 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``checkpoints``
     (``None``: none) saves after each epoch under ``name``, unless the save would cost more than the training it
     protects (``Checkpoints.worth_saving``), and, when resuming, continues after the last saved one.
-    ``deadline`` (a ``time.perf_counter()`` value) stops training after the epoch that passes it; after each epoch
-    the cosine schedule is shortened to the epochs that still fit, so the last one ends at a low LR. ``on_epoch(e)``
+    ``deadline`` (a ``time.perf_counter()`` value) stops training before an epoch that would pass it, and fits the
+    cosine to the epochs that do (:class:`_Budget`), so the last one ends at a low LR. ``on_epoch(e)``
     runs before each epoch (gradual unfreezing). ``metric`` (accuracy | balanced_accuracy) picks the best epoch.
     ``val_loader=None``: a refit on every image (cross-validation chose ``epochs``): no validation, no early
     stopping, the last epoch's weights are kept.
@@ -158,19 +158,18 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
         ranks.barrier()  # every rank has read the checkpoint before rank 0 may write the next one
     t0 = time.perf_counter() - run.hist.seconds
 
-    saved_at = [time.perf_counter()]
+    saved_at, size = [time.perf_counter()], _checkpoint_bytes(module, opt, val_loader is not None)
 
     def checkpoint(epoch: int, done: bool) -> None:
-        if ckpt is not None and ranks.main and ckpt.worth_saving(module, time.perf_counter() - saved_at[0]):
+        if ckpt is not None and ranks.main and ckpt.worth_saving(size, time.perf_counter() - saved_at[0]):
             run.hist.seconds = time.perf_counter() - t0
             ckpt.save(desc, module, opt, sched, run.best_state, generator, run.to_checkpoint(epoch, done))
             saved_at[0] = time.perf_counter()
 
-    hist = run.hist
+    hist, budget = run.hist, _Budget(deadline, ranks)
     with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
         for epoch in range(run.start_epoch, epochs if not run.finished else 0):
-            epoch_start = time.perf_counter()
-            if deadline is not None and hist.train_loss and ranks.agree(epoch_start + run.last_epoch_seconds > deadline):
+            if not budget.next_epoch_fits(epoch, run, sched, epochs, steps_per_epoch):
                 hist.stopped_early = True  # the next epoch would not finish within the budget
                 break
             if on_epoch is not None:
@@ -185,12 +184,9 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 vloss, vacc, logits, targets = ranks.validate(module, val_loader, device, eval_loss)
                 vscore = score(targets, logits.argmax(1), metric, logits.shape[1]) if len(logits) else 0.0
                 run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
-            run.last_epoch_seconds = time.perf_counter() - epoch_start
-            if deadline is not None:  # every rank fits the same schedule: the fewest epochs any rank has time for
-                left = deadline - time.perf_counter()
-                fits = epoch + 1 + max(0, int(left // max(run.last_epoch_seconds, 1e-9)))
-                _fit_schedule(sched, hist, ranks.agree_min(fits), epochs, steps_per_epoch)
-            if run.bad >= patience or (deadline is not None and ranks.agree(time.perf_counter() > deadline)):
+            run.last_epoch_seconds = time.perf_counter() - budget.epoch_start
+            late = deadline is not None and ranks.agree(time.perf_counter() > deadline)  # a collective: every rank
+            if run.bad >= patience or late:
                 hist.stopped_early = epoch < epochs - 1
                 checkpoint(epoch, True)
                 break
@@ -227,17 +223,47 @@ class _WarmCosine:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (s - self.warm) / max(1, self.total - self.warm))))
 
 
-def _fit_schedule(sched, hist: History, fits: int, epochs: int, steps_per_epoch: int) -> None:
-    """Shorten the cosine to the ``fits`` epochs that fit before the deadline in all (never lengthen it).
+def _checkpoint_bytes(module: nn.Module, opt, validated: bool) -> int:
+    """What a checkpoint of this loop writes: the weights, the best ones (with validation) and AdamW's two moments
+    of the parameters it trains (frozen layers have none)."""
+    weights = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    trained = sum(p.numel() * p.element_size() for g in opt.param_groups for p in g["params"] if p.requires_grad)
+    return weights * (2 if validated else 1) + 2 * trained
 
-    Without this a budget cut stops training part-way down the cosine, at a high LR, and the last epochs' weights
-    are noisy; with it the LR reaches 0 at the last epoch that fits, as it would in a shorter planned run.
+
+class _Budget:
+    """The deadline as ``fit`` sees it at the start of each epoch: whether the epoch fits, and the cosine fitted to
+    the epochs that do.
+
+    Without the fitting, a budget cut stops training part-way down a cosine planned for every epoch asked for, at a
+    high LR; with it the LR reaches 0 at the last epoch that fits, as in a shorter planned run. An epoch's cost is
+    the whole cycle from one epoch's start to the next (training, validation and its checkpoint), re-measured every
+    epoch, so the schedule follows the estimate both ways. Every rank takes the same decisions (collectives).
     """
-    if fits >= min(epochs, hist.fitted_epochs or epochs):
-        return
-    hist.fitted_epochs = fits
+
+    def __init__(self, deadline: float | None, ranks: "_Ranks"):
+        self.deadline, self.ranks = deadline, ranks
+        self.epoch_start: float = 0.0
+        self.previous: float | None = None
+
+    def next_epoch_fits(self, epoch: int, run: "_Run", sched, epochs: int, steps_per_epoch: int) -> bool:
+        start = self.epoch_start = time.perf_counter()
+        cycle = start - self.previous if self.previous is not None else run.last_epoch_seconds
+        self.previous = start
+        if self.deadline is None or not run.hist.train_loss:  # no budget, or nothing measured yet
+            return True
+        if self.ranks.agree(start + cycle > self.deadline):
+            return False
+        fits = self.ranks.agree_min(epoch + int((self.deadline - start) // max(cycle, 1e-9)))
+        _fit_schedule(sched, run.hist, min(fits, epochs), epochs, steps_per_epoch)
+        return True
+
+
+def _fit_schedule(sched, hist: History, fits: int, epochs: int, steps_per_epoch: int) -> None:
+    """End the cosine at the ``fits`` epochs that fit (all ``epochs`` when they do)."""
+    hist.fitted_epochs = fits if fits < epochs else None
     for f in sched.lr_lambdas:
-        f.total = min(f.total, fits * steps_per_epoch)
+        f.total = fits * steps_per_epoch
 
 
 @dataclass
