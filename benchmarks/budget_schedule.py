@@ -4,7 +4,7 @@
 
 When ``auto``'s budget runs out, ``fit`` stops after the last epoch that fits. Before, the LR schedule had been
 planned for every epoch asked for, so a cut left training part-way down the cosine, at a high LR; now the cosine is
-shortened after each epoch to the epochs that still fit (``_loop._fit_schedule``), so the last epoch ends at LR 0.
+fitted at each epoch's start to the epochs that still fit (``_loop._Budget``), so the last epoch ends at LR 0.
 
 Measured on what trains fast enough to repeat: a Keras-style head (Dense 1024 relu → Dense 2, AdamW, lr 1e-3)
 on the cached Lite0 features of the 8 flips/rotations of the ELPV cells, planned for 30 epochs and cut by the budget
