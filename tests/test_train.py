@@ -349,17 +349,16 @@ def test_a_save_dearer_than_the_training_it_protects_is_skipped_and_resume_repla
 
 
 def test_a_large_save_measures_the_disk_and_prices_the_next(tmp_path):
-    from headstart.training import _loop
     from headstart.training._checkpoint import Checkpoints
     from headstart.training._loop import _optimizer
 
     ckpt = Checkpoints.open(tmp_path, {"toy": 1}, False)
     big = torch.nn.Linear(3000, 3000)  # 36 MB of weights: large enough to measure the disk's speed
     opt, sched = _optimizer([{"params": big.parameters(), "lr": 1e-3}], 0.01, 10, 1)
-    size = _loop._checkpoint_bytes(big, opt, validated=True)
+    size = Checkpoints.size_of(big, opt, validated=True)
     assert size == 4 * 4 * 3001 * 3000  # weights, best weights, two AdamW moments (float32)
     big.bias.requires_grad_(False)  # a frozen parameter has no moments
-    assert _loop._checkpoint_bytes(big, opt, validated=False) == 4 * (3001 * 3000 + 2 * 3000 * 3000)
+    assert Checkpoints.size_of(big, opt, validated=False) == 4 * (3001 * 3000 + 2 * 3000 * 3000)
     assert ckpt.worth_saving(size, 0.0)  # not measured yet: save, and measure
     ckpt.save("big", big, opt, sched, None, None, {"epoch": 0})
     assert ckpt.bytes_per_second > 1e6

@@ -98,8 +98,12 @@ def frozen_plan(out: Path, proposal: dict[str, Any], overwrite: bool) -> dict[st
 def _tiles(plan: dict[str, Any]) -> bool:
     """Whether the plan's ranges cover 0..n in order without gaps (an older plan could give a shard start > n: it
     crashed and finished nothing, and is replaced like a plan for other work)."""
-    edges = [0] + [x for r in plan["ranges"] for x in r] + [plan["n"]]
-    return all(a == b for a, b in zip(edges[0::2], edges[1::2])) and all(a <= b for a, b in zip(edges, edges[1:]))
+    end = 0
+    for start, stop in plan["ranges"]:
+        if start != end or stop < start:
+            return False
+        end = stop
+    return end == plan["n"]
 
 
 def _same_work(a: dict[str, Any], b: dict[str, Any]) -> bool:

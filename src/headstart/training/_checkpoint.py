@@ -72,6 +72,13 @@ class Checkpoints:
 
     # -- one training loop ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def size_of(module: torch.nn.Module, opt: torch.optim.Optimizer, validated: bool) -> int:
+        """What :meth:`save` writes for a loop: the weights, the best ones (with validation) and AdamW's two
+        moments of the parameters it trains (frozen layers have none)."""
+        trained = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
+        return _bytes(module.state_dict().values()) * (2 if validated else 1) + 2 * _bytes(trained)
+
     def worth_saving(self, size: int, unsaved_seconds: float) -> bool:
         """Whether to save ``size`` bytes now: always, unless the save is expected to take longer than both
         ``_CHEAP_SECONDS`` and the ``unsaved_seconds`` of training since the last one (what an interruption would
@@ -99,7 +106,7 @@ class Checkpoints:
             "format": _FORMAT, **state, "param_groups": osd["param_groups"], "scheduler": sched_state,
             "has_best": best_state is not None})
         fsync_dir(self.root)
-        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        size = _bytes(tensors.values())
         if size >= _MEASURED_BYTES:
             self.bytes_per_second = size / max(time.perf_counter() - t0, 1e-6)
 
@@ -126,3 +133,7 @@ class Checkpoints:
         if generator is not None and "rng.loader" in tensors:
             generator.set_state(tensors["rng.loader"])
         return state, best
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)

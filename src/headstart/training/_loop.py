@@ -158,7 +158,8 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
         ranks.barrier()  # every rank has read the checkpoint before rank 0 may write the next one
     t0 = time.perf_counter() - run.hist.seconds
 
-    saved_at, size = [time.perf_counter()], _checkpoint_bytes(module, opt, val_loader is not None)
+    saved_at = [time.perf_counter()]
+    size = ckpt.size_of(module, opt, val_loader is not None) if ckpt is not None else 0
 
     def checkpoint(epoch: int, done: bool) -> None:
         if ckpt is not None and ranks.main and ckpt.worth_saving(size, time.perf_counter() - saved_at[0]):
@@ -221,14 +222,6 @@ class _WarmCosine:
         if s < self.warm:
             return (s + 1) / self.warm
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (s - self.warm) / max(1, self.total - self.warm))))
-
-
-def _checkpoint_bytes(module: nn.Module, opt, validated: bool) -> int:
-    """What a checkpoint of this loop writes: the weights, the best ones (with validation) and AdamW's two moments
-    of the parameters it trains (frozen layers have none)."""
-    weights = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-    trained = sum(p.numel() * p.element_size() for g in opt.param_groups for p in g["params"] if p.requires_grad)
-    return weights * (2 if validated else 1) + 2 * trained
 
 
 class _Budget:
