@@ -385,6 +385,18 @@ def test_resumed_fit_equals_an_uninterrupted_one(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_a_damaged_checkpoint_is_named_not_a_crash(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _toy_fit(tmp_path, resume=False, stop_at=3)
+    meta = tmp_path / ".checkpoints" / "toy.json"
+    saved = json.loads(meta.read_text())
+    saved["scheduler"]["lr_lambdas"] = ["edited"]
+    for text in (json.dumps(saved), "{not json"):
+        meta.write_text(text)
+        with pytest.raises(headstart.HeadstartError, match=r"toy.json .*is damaged.*Delete .*\.checkpoints"):
+            _toy_fit(tmp_path, resume=True)
+
+
 def test_kill_9_during_train_then_resume(tmp_path, three_classes, capsys):
     import os
     import signal

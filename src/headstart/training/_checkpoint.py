@@ -116,6 +116,15 @@ class Checkpoints:
         meta = self.root / f"{name}.json"
         if not (self.resume and meta.is_file()):
             return None
+        try:
+            return self._load(meta, module, opt, sched, generator)
+        except Exception as exc:  # damaged or edited by hand: say which file, and how to go on
+            raise HeadstartError(f"--resume: the checkpoint {meta} (with its .safetensors) is damaged "
+                                 f"({type(exc).__name__}: {exc}). Delete {self.root} to start the run over.") from exc
+
+    def _load(self, meta: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, sched,
+              generator: torch.Generator | None) -> tuple[dict[str, Any], dict | None]:
+        name = meta.stem
         state = json.loads(meta.read_text())
         tensors = load_file(str(self.root / f"{name}.safetensors"))
         module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
