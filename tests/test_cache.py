@@ -155,3 +155,22 @@ def test_cache_command_shows_the_cap(monkeypatch, capsys):
     monkeypatch.setenv("HEADSTART_CACHE_MAX", "none")
     assert main(["cache"]) == 0
     assert "cap: none" in capsys.readouterr().out
+
+
+def test_a_folder_removed_while_the_cache_is_measured_is_skipped(monkeypatch):
+    """A torchrun rank measures the cache (note_written) while rank 0 removes the shard folders it just merged:
+    that folder is gone mid-walk, and measuring must go on (it failed the run with 'shards: No such file')."""
+    root = _store("merging", 1000)
+    (root / "shards" / "00001-of-00002").mkdir(parents=True)
+    (root / "shards" / "00001-of-00002" / "features.npy").write_bytes(b"\0" * 500)
+    real = os.scandir
+
+    def vanished(path="."):
+        if str(path).endswith("shards"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", vanished)
+    assert cache._entry_bytes(root) == 1002  # features.npy + meta.json; the vanished shard is not counted
+    cache.note_written(root, "a store")  # measures every entry: no error
+    assert [e.bytes for e in cache.cache_info() if e.part == "activations"] == [1002]

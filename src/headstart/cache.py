@@ -54,7 +54,7 @@ def cache_info() -> list[CacheEntry]:
     out = []
     for part in PARTS:
         root = part_dir(part)
-        files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+        files = _files(root)
         out.append(CacheEntry(part, root, len(files), sum(_size(p) for p in files)))
     return out
 
@@ -201,7 +201,13 @@ def _members(entry: Path) -> list[Path]:
     if entry.suffix == ".onnx":  # the export and the files named after it (record, external data)
         return [p for p in entry.parent.glob(re.sub(r"([*?\[])", r"[\1]", entry.name) + "*")
                 if p.is_file() and (p.name == entry.name or p.name.startswith(entry.name + "."))]
-    return [p for p in entry.rglob("*") if p.is_file()] if entry.is_dir() else []
+    return _files(entry)
+
+
+def _files(root: Path) -> list[Path]:
+    """Every file under ``root``. Other processes change the cache while we look (a torchrun rank removes its
+    shard folders right after merging): a folder gone meanwhile is skipped (``os.walk`` ignores it), not an error."""
+    return [Path(d) / name for d, _, names in os.walk(root) for name in names]
 
 
 def _entries() -> list[tuple[Path, float, int]]:
