@@ -10,13 +10,13 @@ imported: cleanlab, which implements it, is AGPL-3.0 and headstart is Apache-2.0
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .errors import HeadstartError
+from .weights import sha256_file
 
 __all__ = ["label_issues", "exact_duplicates", "near_duplicates", "leaks"]
 
@@ -57,44 +57,19 @@ def label_issues(labels: Sequence[int], probs: np.ndarray) -> list[dict]:
              "score": round(float(scores[k]), 6)} for k in order]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def exact_duplicates(paths: Iterable[str | Path]) -> list[list[int]]:
     """Groups (indices into `paths`, ascending) of byte-identical files; files seen once are left out."""
     groups: dict[str, list[int]] = {}
     for i, path in enumerate(paths):
-        groups.setdefault(_sha256(Path(path)), []).append(i)
+        groups.setdefault(sha256_file(path), []).append(i)
     return sorted(g for g in groups.values() if len(g) > 1)
-
-
-def _groups(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
-    """Connected components of the pairs (union-find), as sorted index lists of two or more."""
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in pairs:
-        parent[root(a)] = root(b)
-    members: dict[int, list[int]] = {}
-    for i in range(n):
-        members.setdefault(root(i), []).append(i)
-    return sorted(g for g in members.values() if len(g) > 1)
 
 
 def near_duplicates(embeddings: np.ndarray, threshold: float = 0.95) -> list[list[int]]:
     """Groups of images whose embeddings have cosine similarity ≥ `threshold` (chained: a~b, b~c → one group).
 
-    Exact neighbours (scikit-learn) on L2-normalised rows; an approximate index is for the sizes this does not fit.
+    Exact neighbours (scikit-learn) on L2-normalised rows, groups as the neighbour graph's connected components
+    (scipy); an approximate index is for the sizes this does not fit.
     """
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2:
@@ -103,15 +78,18 @@ def near_duplicates(embeddings: np.ndarray, threshold: float = 0.95) -> list[lis
         raise HeadstartError(f"threshold is a cosine similarity in (0, 1], received {threshold}.")
     if len(x) < 2:
         return []
+    from scipy.sparse.csgraph import connected_components
     from sklearn.neighbors import NearestNeighbors
 
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     # On unit vectors, cosine ≥ t ⇔ euclidean distance ≤ sqrt(2 − 2t).
     radius = float(np.sqrt(max(2.0 - 2.0 * threshold, 0.0))) + 1e-6
-    index = NearestNeighbors(radius=radius).fit(x)
-    neighbours = index.radius_neighbors(x, return_distance=False)
-    pairs = ((i, int(j)) for i, row in enumerate(neighbours) for j in row if j > i)
-    return _groups(len(x), pairs)
+    graph = NearestNeighbors(radius=radius).fit(x).radius_neighbors_graph(x)
+    _, component = connected_components(graph, directed=False)
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(component):
+        members.setdefault(int(c), []).append(i)
+    return sorted(g for g in members.values() if len(g) > 1)
 
 
 def leaks(groups: Iterable[Sequence[int]], splits: Sequence[str]) -> list[dict]:
