@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
-from headstart.doctor import exact_duplicates, label_issues, leaks, near_duplicates
+from headstart.doctor import exact_duplicates, hash_pairs, label_issues, leaks, near_duplicates, neighbours, outliers
+from headstart.doctor._images import hash_distance
 from headstart.errors import HeadstartError
 from conftest import make_image
 
@@ -67,3 +69,107 @@ def test_near_duplicates_chain_and_leaks_span_splits():
     assert leaks(groups, splits) == [{"indices": [3, 50], "splits": ["test", "train"]}]
     with pytest.raises(HeadstartError, match="cosine"):
         near_duplicates(emb, threshold=1.5)
+
+
+def test_hash_pairs_equal_brute_force_and_outliers_stand_out():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, size=200, dtype=np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, size=(40, 5)).astype(np.uint64)  # 40 copies with ≤ 5 bits changed
+    near = base[:40].copy()
+    for k in range(5):
+        near ^= np.where(rng.random(40) < 0.8, flips[:, k], np.uint64(0))
+    h = np.concatenate([base, near])
+    pairs, bits = hash_pairs(h, 6)
+    d = hash_distance(h[:, None], h[None, :])
+    brute = {(i, j) for i, j in zip(*np.nonzero(np.triu(d <= 6, 1)))}
+    assert {tuple(p) for p in pairs.tolist()} == brute and len(brute) >= 40
+    assert (bits == d[pairs[:, 0], pairs[:, 1]]).all()
+    # One embedding far from a tight cloud: the only outlier.
+    emb = np.concatenate([rng.normal(size=(100, 16)) * 0.05 + 1.0, -np.ones((1, 16))])
+    _, sims = neighbours(emb, k=5)
+    assert [o["index"] for o in outliers(sims)] == [100]
+
+
+def _picture(path, color, seed, size=48):
+    """A smooth random picture around ``color`` (a photo has structure, not per-pixel noise): 6×6 random
+    patches scaled up, so that a resized, re-encoded copy still looks like its original."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = np.clip(np.array(color) + rng.normal(0, 60, (6, 6, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(small).resize((size, size), Image.BICUBIC).save(path)
+    return path
+
+
+def _planted(root):
+    """Three colour classes of distinct pictures, with one finding of every kind planted."""
+    from PIL import Image
+
+    colors = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
+    for split, n in (("train", 14), ("test", 4)):
+        for cls, color in colors.items():
+            for i in range(n):
+                _picture(root / split / cls / f"{cls}{i}.png", color, seed=i + 100 * (split == "test"))
+    flipped = _picture(root / "train/green/really_red.png", colors["red"], seed=50)
+    shutil.copy(root / "train/red/red0.png", root / "test/red/exact_copy.png")
+    im = Image.open(root / "train/blue/blue1.png")
+    im.resize((34, 34), Image.BICUBIC).save(root / "test/blue/resized_copy.jpg", quality=70)
+    make_image(root / "train/blue/blank.png", size=(48, 48), color=(40, 40, 220))
+    make_image(root / "train/red/tiny.png", size=(16, 16), color=colors["red"], noise=40, seed=60)
+    (root / "train/red/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return flipped
+
+
+FAST_DOCTOR = ["--model", "test_efficientnet", "--weights", "none", "--input-shape", "64,64", "--workers", "0",
+               "--quiet"]
+
+
+def test_doctor_cli_finds_every_kind_and_writes_doctor_csv(tmp_path, capsys):
+    import csv
+    import json
+
+    from headstart.cli import main
+
+    root = tmp_path / "data"
+    flipped = _planted(root)
+    code = main(["doctor", str(root), "--out", str(tmp_path / "out"), "--json", *FAST_DOCTOR])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert report["images"] == 14 * 3 + 4 * 3 + 6
+    assert report["classes"]["green"] == {"train": 13, "val": 2, "test": 4, "total": 19}
+    issues = {d["path"]: d for d in report["label_issues"]}
+    assert issues[str(flipped)]["label"] == "green" and issues[str(flipped)]["suggested"] == "red"
+    assert len(issues) <= 3
+    dups = {(d["kind"], tuple(sorted(Path(p).name for p in d["paths"]))): d for d in report["duplicates"]}
+    assert set(dups) == {("exact", ("exact_copy.png", "red0.png")), ("near", ("blue1.png", "resized_copy.jpg"))}
+    assert all("test" in d["splits"] for d in dups.values())  # both are train/test leaks
+    kinds = {Path(d["path"]).name: d["detail"] for d in report["outliers"] if d["kind"] == "unusable"}
+    assert set(kinds) == {"blank.png", "tiny.png"}
+    assert kinds["blank.png"].startswith("near-constant") and kinds["tiny.png"].startswith("tiny")
+    assert [Path(d["path"]).name for d in report["unreadable"]] == ["broken.png"]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "doctor.csv")))
+    drop = {Path(r["path"]).name for r in rows if r["action"] == "exclude"}
+    # One copy of each duplicate pair stays: the test image (the train copy is what leaks into training).
+    assert {"really_red.png", "red0.png", "blue1.png", "blank.png", "tiny.png", "broken.png"} <= drop
+    assert not {"exact_copy.png", "resized_copy.jpg"} & drop
+
+
+def test_doctor_cli_clean_data_exits_0_and_bad_input_exits_2(tmp_path, capsys):
+    from headstart.cli import main
+    from conftest import make_two_classes
+
+    clean = make_two_classes(tmp_path / "clean", 12, noise=40)
+    assert main(["doctor", str(clean), "--out", str(tmp_path / "o1"), *FAST_DOCTOR]) == 0
+    assert "label issues 0, duplicate groups 0" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["doctor", str(tmp_path / "empty"), *FAST_DOCTOR]) == 2
+    assert "no images" in capsys.readouterr().err
+    for i in range(8):
+        make_image(tmp_path / f"one/a/{i}.png", noise=30, seed=i)
+    assert main(["doctor", str(tmp_path / "one"), *FAST_DOCTOR]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    bad_csv = tmp_path / "list.csv"
+    bad_csv.write_text("path,label\n" + "".join(f"{tmp_path}/nowhere{i}.png,{'ab'[i % 2]}\n" for i in range(8)))
+    assert main(["doctor", str(bad_csv), "--out", str(tmp_path / "o2"), *FAST_DOCTOR]) == 2
+    assert "could be read" in capsys.readouterr().err

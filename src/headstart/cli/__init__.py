@@ -27,7 +27,7 @@ __all__ = ["main", "build_parser"]
 # command → the module that adds its parser, in --help order. Modules are imported only when their parser is built:
 # running one command builds that command's parser alone (train's settings are not even imported by `classify`).
 _COMMANDS = {"models": "_models", "summary": "_summary", "classify": "_classify", "extract": "_extract",
-             "merge": "_merge", "data": "_data", "train": "_train", "predict": "_predict", "evaluate": "_predict",
+             "merge": "_merge", "data": "_data", "doctor": "_doctor", "train": "_train", "predict": "_predict", "evaluate": "_predict",
              "export": "_export", "cache": "_cache", "weights": "_weights", "explain": "_explain",
              "report": "_report"}
 
@@ -37,6 +37,7 @@ EPILOG = """examples:
   headstart summary vgg16 --weights none --no-top --input-shape 300,300   # the architecture, no download
   headstart extract photos/ --out feats/            # features of every image, resumable
   headstart data elpv data/elpv                     # real demo data (solar cells)
+  headstart doctor data/elpv --out checks/          # label issues, duplicates, train/test leaks
   headstart train data/elpv --out runs/elpv         # auto: tries 4 strategies, keeps the best
   headstart predict runs/elpv cell.png              # use the trained model
   headstart export runs/elpv                        # ONNX file, parity-checked; predict then uses it

@@ -1,0 +1,229 @@
+"""Data checks before anyone trusts an accuracy (issue 26): label issues, duplicates and train/test leakage.
+
+This module holds the checks as plain functions over arrays the rest of headstart already computes: the
+cross-validated probe's out-of-fold probabilities (label issues) and the feature store's embeddings (near
+duplicates). It imports no torch, so the checks run in seconds on cached features. The `headstart doctor`
+command, the report's "Data" section and `train --exclude` are still to be built on top of it.
+
+Label issues follow the confident-learning rule of Northcutt, Jiang & Chuang (JAIR 2021), written here rather than
+imported: cleanlab, which implements it, is AGPL-3.0 and headstart is Apache-2.0.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import HeadstartError
+from ..weights import sha256_file
+
+__all__ = ["label_issues", "oof_probabilities", "exact_duplicates", "near_duplicates", "neighbours", "hash_pairs",
+           "outliers", "leaks", "groups_of"]
+
+# Above this many images the neighbour search runs on a PCA projection (the full vectors then check each pair):
+# exact search is N² × dim, and 100,000 × 1,280-d images would take minutes on 2 cores (benchmarks/doctor.py).
+EXACT_MAX = 20_000
+PCA_DIM = 128
+
+
+def _check_probabilities(labels: np.ndarray, probs: np.ndarray) -> None:
+    if probs.ndim != 2 or labels.ndim != 1 or len(labels) != len(probs):
+        raise HeadstartError(f"expected labels of shape (n,) and probabilities of shape (n, classes), received "
+                             f"{labels.shape} and {probs.shape}. Pass one row of out-of-fold probabilities per image.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise HeadstartError(f"labels must lie in 0..{probs.shape[1] - 1} (one column per class), received "
+                             f"{labels.min()}..{labels.max()}.")
+
+
+def label_issues(labels: Sequence[int], probs: np.ndarray) -> list[dict]:
+    """Images whose given label the out-of-fold probabilities confidently contradict, most suspect first.
+
+    Confident learning: class j's threshold is the mean probability of j over the images labelled j. An image
+    "confidently belongs" to every class whose probability reaches that class's threshold, and is counted in the
+    confident joint under the likeliest of those. Images counted off the diagonal (given i, confidently j ≠ i) are
+    the issues. Probabilities must be out-of-fold: in-sample ones hide the mislabels a model has memorised.
+
+    Returns [{"index", "label", "suggested", "score"}] sorted by score (1 − probability of the given label).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    _check_probabilities(labels, probs)
+    classes = probs.shape[1]
+    # A class nobody was given has no threshold; 1.0+ keeps it out of every confident set (cleanlab does the same).
+    thresholds = np.array([probs[labels == j, j].mean() if np.any(labels == j) else 1.0 + 1e-9
+                           for j in range(classes)])
+    above = probs >= thresholds - 1e-12
+    confident = np.where(above, probs, -1.0).argmax(axis=1)
+    counted = above.any(axis=1)
+    flagged = np.flatnonzero(counted & (confident != labels))
+    scores = 1.0 - probs[flagged, labels[flagged]]
+    order = np.argsort(-scores, kind="stable")
+    return [{"index": int(flagged[k]), "label": int(labels[flagged[k]]), "suggested": int(confident[flagged[k]]),
+             "score": round(float(scores[k]), 6)} for k in order]
+
+
+def oof_probabilities(x: np.ndarray, y: Sequence[int], *, folds: int = 5, seed: int = 0,
+                      grid: Sequence[float] = (0.01, 0.1, 1.0)) -> tuple[np.ndarray, float]:
+    """Out-of-fold class probabilities for every row, and the C they came from.
+
+    The model is the probe's: logistic regression on standardized features. Each C of ``grid`` is scored by the
+    out-of-fold log-loss (stratified ``folds``, fewer when a class has fewer images) and the best one's
+    probabilities are returned: each row's come from a model that never saw it.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y)
+    k = int(min(folds, counts[counts > 0].min()))
+    if k < 2:
+        raise HeadstartError(f"label checks need at least 2 images of every class (one per fold); class "
+                             f"{int(np.flatnonzero(counts == 1)[0])} has 1. Add images of that class.")
+    cv = StratifiedKFold(k, shuffle=True, random_state=seed)
+    best: tuple[float, float, np.ndarray] | None = None
+    for c in grid:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+        probs = cross_val_predict(model, x, y, cv=cv, method="predict_proba")
+        loss = log_loss(y, probs, labels=np.arange(len(counts)))
+        if best is None or loss < best[0]:
+            best = (loss, c, probs)
+    return best[2], best[1]
+
+
+def exact_duplicates(paths: Iterable[str | Path]) -> list[list[int]]:
+    """Groups (indices into `paths`, ascending) of byte-identical files; files seen once are left out."""
+    groups: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        groups.setdefault(sha256_file(path), []).append(i)
+    return sorted(g for g in groups.values() if len(g) > 1)
+
+
+def near_duplicates(embeddings: np.ndarray, threshold: float = 0.95) -> list[list[int]]:
+    """Groups of images whose embeddings have cosine similarity ≥ `threshold` (chained: a~b, b~c → one group).
+
+    Exact neighbours (scikit-learn) on L2-normalised rows, groups as the neighbour graph's connected components
+    (scipy); an approximate index is for the sizes this does not fit.
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise HeadstartError(f"expected embeddings of shape (n, dim), received {x.shape}.")
+    if not 0.0 < threshold <= 1.0:
+        raise HeadstartError(f"threshold is a cosine similarity in (0, 1], received {threshold}.")
+    if len(x) < 2:
+        return []
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.neighbors import NearestNeighbors
+
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    # On unit vectors, cosine ≥ t ⇔ euclidean distance ≤ sqrt(2 − 2t).
+    radius = float(np.sqrt(max(2.0 - 2.0 * threshold, 0.0))) + 1e-6
+    graph = NearestNeighbors(radius=radius).fit(x).radius_neighbors_graph(x)
+    _, component = connected_components(graph, directed=False)
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(component):
+        members.setdefault(int(c), []).append(i)
+    return sorted(g for g in members.values() if len(g) > 1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def neighbours(embeddings: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest other rows by cosine: (indices N×k, cosine similarities N×k), nearest first.
+
+    Exact below :data:`EXACT_MAX` rows; above, the search runs on a PCA projection to :data:`PCA_DIM` dimensions
+    and the similarities are recomputed on the full vectors.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    x = _unit(embeddings)
+    if x.ndim != 2:
+        raise HeadstartError(f"expected embeddings of shape (n, dim), received {x.shape}.")
+    k = min(k, len(x) - 1)
+    if k < 1:
+        return np.zeros((len(x), 0), np.int64), np.zeros((len(x), 0), np.float32)
+    z = x
+    if len(x) > EXACT_MAX and x.shape[1] > PCA_DIM:
+        from sklearn.decomposition import PCA
+
+        z = _unit(PCA(PCA_DIM, svd_solver="randomized", random_state=0).fit_transform(x))
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z, return_distance=False)
+    own = idx == np.arange(len(x))[:, None]  # drop each row itself (the first, except among exact copies)
+    keep = np.where(own.any(axis=1, keepdims=True), ~own, np.arange(k + 1) < k)
+    idx = idx[keep].reshape(len(x), k)
+    sims = np.concatenate([np.einsum("nd,nkd->nk", x[a:a + 4096], x[idx[a:a + 4096]])  # chunks bound the memory
+                           for a in range(0, len(x), 4096)])
+    order = np.argsort(-sims, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, 1), np.take_along_axis(sims, order, 1)
+
+
+def hash_pairs(hashes: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i < j) of 64-bit hashes within ``max_bits`` Hamming distance, and their distances.
+
+    Pigeonhole: two hashes that differ in at most ``max_bits`` bits agree exactly on at least one of
+    ``max_bits + 1`` disjoint bit ranges, so only rows sharing a range's value are compared: exact, and near
+    linear in the number of images unless the hashes crowd (then every pair within a crowd is compared).
+    """
+    from ._images import hash_distance
+
+    h = np.asarray(hashes, dtype=np.uint64)
+    edges = np.linspace(0, 64, max_bits + 2).astype(int)
+    found: set[tuple[int, int]] = set()
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        key = (h >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(key, kind="stable")
+        starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
+        for a, b in zip(starts, np.r_[starts[1:], len(order)]):
+            if b - a > 1:
+                members = np.sort(order[a:b])
+                i, j = np.triu_indices(len(members), 1)
+                found.update(zip(members[i].tolist(), members[j].tolist()))
+    if not found:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    pairs = np.array(sorted(found), dtype=np.int64)
+    bits = hash_distance(h[pairs[:, 0]], h[pairs[:, 1]])
+    keep = bits <= max_bits
+    return pairs[keep], bits[keep]
+
+
+def outliers(similarities: np.ndarray, *, spread: float = 6.0) -> list[dict]:
+    """Rows far from every other image: the mean cosine distance to their nearest neighbours is more than
+    ``spread`` robust standard deviations (1.4826 × MAD) above the median. [{"index", "score"}], farthest first."""
+    d = 1.0 - np.asarray(similarities, dtype=np.float64).mean(axis=1)
+    if len(d) < 10:  # too few images to say what "far" is
+        return []
+    med = np.median(d)
+    scale = max(1.4826 * np.median(np.abs(d - med)), 1e-6)
+    z = (d - med) / scale
+    flagged = np.flatnonzero(z > spread)
+    return [{"index": int(i), "score": round(float(z[i]), 2)} for i in flagged[np.argsort(-z[flagged])]]
+
+
+def groups_of(pairs: Iterable[tuple[int, int]], n: int) -> list[list[int]]:
+    """Chained groups (a~b, b~c → one group, ascending indices) of the images joined by ``pairs``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    p = np.asarray(list(pairs), dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(p)), (p[:, 0], p[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    members: dict[int, list[int]] = {}
+    for i in np.unique(p):
+        members.setdefault(int(component[i]), []).append(int(i))
+    return sorted(g for g in members.values() if len(g) > 1)
+
+
+def leaks(groups: Iterable[Sequence[int]], splits: Sequence[str]) -> list[dict]:
+    """The duplicate groups that span more than one split: {"indices", "splits"} for each, e.g. train and test."""
+    out = []
+    for group in groups:
+        names = sorted({splits[i] for i in group})
+        if len(names) > 1:
+            out.append({"indices": list(group), "splits": names})
+    return out
