@@ -1,6 +1,7 @@
 """The data checks of headstart.doctor (issue 26) on generated labels, files and embeddings."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
-from headstart.doctor import exact_duplicates, hash_pairs, label_issues, leaks, near_duplicates, neighbours, outliers
-from headstart.doctor._images import hash_distance
+from headstart.data import hash_distance, hash_pairs
+from headstart.doctor import exact_duplicates, label_issues, leaks, near_duplicates, neighbours, outliers
 from headstart.errors import HeadstartError
 from conftest import make_image
 
@@ -96,7 +97,7 @@ def _picture(path, color, seed, size=48):
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    small = np.clip(np.array(color) + rng.normal(0, 60, (6, 6, 3)), 0, 255).astype(np.uint8)
+    small = np.clip(np.array(color) + rng.normal(0, 30, (6, 6, 3)), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(small).resize((size, size), Image.BICUBIC).save(path)
     return path
@@ -108,9 +109,9 @@ def _planted(root):
 
     colors = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
     for split, n in (("train", 14), ("test", 4)):
-        for cls, color in colors.items():
-            for i in range(n):
-                _picture(root / split / cls / f"{cls}{i}.png", color, seed=i + 100 * (split == "test"))
+        for k, (cls, color) in enumerate(colors.items()):
+            for i in range(n):  # distinct patterns everywhere (the copy checks look at grey patterns, not colour)
+                _picture(root / split / cls / f"{cls}{i}.png", color, seed=i + 100 * (split == "test") + 1000 * k)
     flipped = _picture(root / "train/green/really_red.png", colors["red"], seed=50)
     shutil.copy(root / "train/red/red0.png", root / "test/red/exact_copy.png")
     im = Image.open(root / "train/blue/blue1.png")
@@ -173,3 +174,59 @@ def test_doctor_cli_clean_data_exits_0_and_bad_input_exits_2(tmp_path, capsys):
     bad_csv.write_text("path,label\n" + "".join(f"{tmp_path}/nowhere{i}.png,{'ab'[i % 2]}\n" for i in range(8)))
     assert main(["doctor", str(bad_csv), "--out", str(tmp_path / "o2"), *FAST_DOCTOR]) == 2
     assert "could be read" in capsys.readouterr().err
+
+
+def _pictures_with_copies(root, n=16, copies=6, offset=0):
+    """Two classes of ``n`` pictures each; the first ``copies`` red ones also as resized JPEG copies."""
+    from PIL import Image
+
+    for cls, color in (("red", (200, 60, 60)), ("blue", (60, 60, 200))):
+        for i in range(n):
+            _picture(root / cls / f"{cls}{i}.png", color, seed=i + 1000 * (cls == "blue") + offset)
+    for i in range(copies):
+        Image.open(root / f"red/red{i}.png").resize((34, 34), Image.BICUBIC).save(root / f"red/copy{i}.jpg",
+                                                                                   quality=70)
+    return root
+
+
+def test_a_split_made_by_headstart_keeps_copies_on_one_side(tmp_path):
+    from headstart.data import CopyIndex, load_splits
+
+    root = _pictures_with_copies(tmp_path / "data")
+    side = lambda s, name: next(k for k in ("train", "val", "test") if any(Path(it.path).name == name  # noqa: E731
+                                                                            for it in getattr(s, k)))
+    plain = load_splits(root, val_split=0.25, test_split=0.25, seed=0)
+    apart = [i for i in range(6) if side(plain, f"red{i}.png") != side(plain, f"copy{i}.jpg")]
+    assert apart, "the plain split should separate some copies, or this test shows nothing"
+    grouped = load_splits(root, val_split=0.25, test_split=0.25, seed=0, group=CopyIndex(workers=0))
+    assert all(side(grouped, f"red{i}.png") == side(grouped, f"copy{i}.jpg") for i in range(6))
+    assert grouped.leaks("train", "test") == 0 and len(grouped.groups) == 12
+    assert sum(len(x) for x in (grouped.train, grouped.val, grouped.test)) == 38
+    assert 0.15 <= len(grouped.test) / 38 <= 0.35
+
+
+def test_train_excludes_listed_images_and_warns_when_test_leaks(tmp_path, caplog):
+    import shutil
+
+    from headstart.training import train
+
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        _pictures_with_copies(root / split, n=8 if split == "train" else 3, copies=0, offset=100 * (split == "test"))
+    shutil.copy(root / "train/red/red5.png", root / "test/red/leaked.png")
+    listed = tmp_path / "doctor.csv"
+    listed.write_text("finding,path,action\nlabel_issue,{0}/train/red/red1.png,exclude\n"
+                      "outlier,{0}/train/red/red2.png,review\nnear_duplicate,train/blue/blue3.png,exclude\n"
+                      .format(root).replace("train/blue", str(root) + "/train/blue"))
+    fast = dict(model="test_efficientnet", weights=None, input_shape=(64, 64, 3), strategy="probe", workers=0,
+                progress=False)
+    with caplog.at_level("WARNING"):
+        r = train(root, tmp_path / "run", exclude=str(listed), **fast)
+    assert "1 of 7 test images have a near-identical image in train" in caplog.text
+    config = json.loads((r.run_dir / "train_config.json").read_text())
+    counts = config["split_counts"]
+    assert sum(counts["train"].values()) + sum(counts["val"].values()) == 16 - 2  # red1, blue3; red2 only "review"
+    unknown = tmp_path / "other.txt"
+    unknown.write_text("/nowhere/x.png\n")
+    with pytest.raises(HeadstartError, match="none of them in"):
+        train(root, tmp_path / "run2", exclude=str(unknown), **fast)

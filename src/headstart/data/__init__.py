@@ -6,9 +6,15 @@ __getattr__, __dir__ = _attach(__name__, {
     "load_image": "._images:load_image", "read_image_file": "._images:read_image_file",
     "Preprocessing": "._preprocess:Preprocessing", "AUGMENT": "._preprocess:AUGMENT",
     "Item": "._sources:Item", "SourceError": "._sources:SourceError", "read_source": "._sources:read_source",
+    "read_exclude": "._sources:read_exclude",
     "Splits": "._dataset:Splits", "load_splits": "._dataset:load_splits", "IMBALANCE_RATIO": "._dataset:IMBALANCE_RATIO",
     "make_elpv": "._elpv:make_elpv",
+    "CopyIndex": "._copies:CopyIndex", "ImageStats": "._copies:ImageStats", "image_stats": "._copies:image_stats",
+    "copy_groups": "._copies:copy_groups", "hash_pairs": "._copies:hash_pairs", "hash_distance": "._copies:hash_distance",
+    "groups_of": "._copies:groups_of", "same_picture": "._copies:same_picture", "unusable": "._copies:unusable",
 })
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageInput", "load_image", "read_image_file", "Preprocessing", "AUGMENT", "Item",
-           "SourceError", "read_source", "Splits", "load_splits", "IMBALANCE_RATIO", "make_elpv"]
+           "SourceError", "read_source", "read_exclude", "Splits", "load_splits", "IMBALANCE_RATIO", "make_elpv",
+           "CopyIndex", "ImageStats", "image_stats", "copy_groups", "hash_pairs", "hash_distance", "groups_of",
+           "same_picture", "unusable"]

@@ -10,7 +10,7 @@ from typing import Sequence
 from ..errors import SourceError
 from ._images import IMAGE_EXTENSIONS
 
-__all__ = ["Item", "SourceError", "read_source", "scan_folder", "read_csv"]
+__all__ = ["Item", "SourceError", "read_source", "scan_folder", "read_csv", "read_exclude"]
 
 
 
@@ -80,3 +80,23 @@ def read_csv(path: Path) -> list[Item]:
     if not items:
         raise SourceError(f"{path}: the CSV has a header but no rows.")
     return items
+
+
+def read_exclude(path: str | os.PathLike) -> set[str]:
+    """The absolute paths a ``--exclude`` file lists: `headstart doctor`'s doctor.csv (its rows whose ``action`` is
+    "exclude"), any CSV with a ``path`` column, or one path per line. Relative paths are relative to the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"--exclude {path}: cannot read it ({exc}). Expected doctor.csv, a CSV with a 'path' "
+                          f"column, or a text file with one path per line.") from None
+    lines = text.splitlines()
+    header = [c.strip().lower() for c in next(csv.reader(lines[:1]), [])]
+    if "path" in header:
+        rows = csv.DictReader(lines[1:], fieldnames=header)
+        listed = [r["path"] for r in rows if (r.get("action") or "exclude").strip() == "exclude"]
+    else:
+        listed = lines
+    base = path.parent
+    return {os.path.abspath(p if Path(p).is_absolute() else base / p) for p in (x.strip() for x in listed) if p}

@@ -33,6 +33,9 @@ class DoctorReport:
     outliers: list[dict] = field(default_factory=list)
     unreadable: list[dict] = field(default_factory=list)
     probe: dict[str, Any] = field(default_factory=dict)
+    # What the checks were computed from, for a caller that compares methods (benchmarks/doctor.py): "paths",
+    # "y", "probs" (out-of-fold), "x" (embeddings). Not in the JSON.
+    arrays: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def found_issues(self) -> bool:
@@ -93,18 +96,23 @@ def check(data: str | os.PathLike, config: DoctorConfig | None = None, *, progre
     """Run every check on the labelled images in ``data`` (a folder of class folders, with or without
     train/val/test, or a CSV path,label[,split]) and return the findings. Files are only read."""
     from ..data import load_splits
+    from ..data import CopyIndex
 
     config = (config or DoctorConfig()).check()
     say = log or (lambda msg: None)
-    splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    # The same splits train makes with the same settings (copies kept on one side of a split made here), so the
+    # feature store is shared; the index hashes every image once.
+    index = CopyIndex(hash_bits=config.hash_bits, similarity=config.similarity, workers=config.workers,
+                      progress=progress)
+    splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
+                         group=index)
     table = _features(splits, config, progress)
     say(f"features of {len(table['paths'])} images ({config.model}); out-of-fold probabilities, "
         f"{config.cv_folds} folds")
-    from ._images import image_stats
-
-    stats, unreadable = image_stats(table["paths"], workers=config.workers, progress=progress)
+    stats = [index.stats.get(p) for p in table["paths"]]
+    unreadable = {d["path"]: d for d in table["skipped"] + index.unreadable}
     report = DoctorReport(len(table["paths"]) + len(table["skipped"]), _class_counts(splits),
-                          unreadable=table["skipped"] + unreadable)
+                          unreadable=sorted(unreadable.values(), key=lambda d: d["path"]))
     _label_checks(report, table, config)
     _duplicate_checks(report, table, stats, config)
     _outlier_checks(report, table, stats, config)
@@ -145,6 +153,7 @@ def _label_checks(report: DoctorReport, t: dict, config: DoctorConfig) -> None:
     from ._rules import label_issues, oof_probabilities
 
     probs, c = oof_probabilities(t["x"], t["y"], folds=config.cv_folds, seed=config.seed)
+    report.arrays = {"paths": t["paths"], "y": t["y"], "probs": probs, "x": t["x"], "splits": t["splits"]}
     classes = t["classes"]
     report.probe = {"C": c, "folds": config.cv_folds,
                     "oof_accuracy": round(float((probs.argmax(1) == t["y"]).mean()), 4)}
@@ -154,13 +163,13 @@ def _label_checks(report: DoctorReport, t: dict, config: DoctorConfig) -> None:
 
 
 def _duplicate_checks(report: DoctorReport, t: dict, stats: list, config: DoctorConfig) -> None:
-    from ._images import copy_groups
+    from ..data import copy_groups
     from ._rules import neighbours
 
     idx, sims = neighbours(t["x"], k=10)
     t["neighbour_sims"] = sims
     close = [(int(i), int(idx[i, j])) for i, j in zip(*np.nonzero(sims >= config.cosine))]
-    exact, near = copy_groups(stats, hash_bits=config.hash_bits, tolerance=config.pixel_tolerance,
+    exact, near = copy_groups(stats, hash_bits=config.hash_bits, similarity=config.similarity,
                               candidates=close)
     for kind, groups in (("exact", exact), ("near", near)):
         for g in groups:
@@ -171,7 +180,7 @@ def _duplicate_checks(report: DoctorReport, t: dict, stats: list, config: Doctor
 
 
 def _outlier_checks(report: DoctorReport, t: dict, stats: list, config: DoctorConfig) -> None:
-    from ._images import unusable
+    from ..data import unusable
     from ._rules import outliers
 
     classes = t["classes"]

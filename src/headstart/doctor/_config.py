@@ -34,9 +34,8 @@ class DoctorConfig:
                              "the perceptual hash", minimum=0, maximum=16, group="checks")
     cosine: float = setting(0.98, "near duplicates: embedding neighbours at least this similar are candidates "
                             "too", above=0, maximum=1, group="checks")
-    pixel_tolerance: float = setting(4.0, "near duplicates: a candidate is confirmed when every 8×8 block of the "
-                                     "64×64 grey thumbnails differs by at most this many grey levels",
-                                     minimum=0, maximum=255, group="checks")
+    similarity: float = setting(0.995, "near duplicates: a candidate is confirmed when the 16×16 colour thumbnails "
+                                "correlate at least this much", above=0, maximum=1, group="checks")
     outlier_spread: float = setting(10.0, "outliers: robust standard deviations above the median distance to the "
                                     "nearest neighbours", above=0, group="checks")
     workers: int | None = setting(None, "processes that decode images (default: one per core)", minimum=0,

@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import HeadstartError
 from ..weights import sha256_file
 
-__all__ = ["label_issues", "oof_probabilities", "exact_duplicates", "near_duplicates", "neighbours", "hash_pairs",
-           "outliers", "leaks", "groups_of"]
+__all__ = ["FILTERS", "label_issues", "oof_probabilities", "exact_duplicates", "near_duplicates", "neighbours", "outliers",
+           "leaks"]
 
 # Above this many images the neighbour search runs on a PCA projection (the full vectors then check each pair):
 # exact search is N² × dim, and 100,000 × 1,280-d images would take minutes on 2 cores (benchmarks/doctor.py).
@@ -36,19 +36,27 @@ def _check_probabilities(labels: np.ndarray, probs: np.ndarray) -> None:
                              f"{labels.min()}..{labels.max()}.")
 
 
-def label_issues(labels: Sequence[int], probs: np.ndarray) -> list[dict]:
+FILTERS = ("prune_by_noise_rate", "confident_learning")
+
+
+def label_issues(labels: Sequence[int], probs: np.ndarray, *, filter_by: str = "prune_by_noise_rate") -> list[dict]:
     """Images whose given label the out-of-fold probabilities confidently contradict, most suspect first.
 
-    Confident learning: class j's threshold is the mean probability of j over the images labelled j. An image
-    "confidently belongs" to every class whose probability reaches that class's threshold, and is counted in the
-    confident joint under the likeliest of those. Images counted off the diagonal (given i, confidently j ≠ i) are
-    the issues. Probabilities must be out-of-fold: in-sample ones hide the mislabels a model has memorised.
+    Confident learning (Northcutt et al. 2021): class j's threshold is the mean probability of j over the images
+    labelled j. An image "confidently belongs" to every class whose probability reaches that class's threshold,
+    and is counted in the confident joint under the likeliest of those. ``filter_by`` (cleanlab's names):
+    "confident_learning" flags the images counted off the diagonal (given i, confidently j ≠ i);
+    "prune_by_noise_rate" (the default, as cleanlab's) calibrates the joint to the label counts and, for each
+    off-diagonal cell (i, j), flags that many images labelled i with the largest margin p(j) − p(i). Probabilities must be out-of-fold: in-sample ones
+    hide the mislabels a model has memorised.
 
     Returns [{"index", "label", "suggested", "score"}] sorted by score (1 − probability of the given label).
     """
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     _check_probabilities(labels, probs)
+    if filter_by not in FILTERS:
+        raise HeadstartError(f"filter_by must be one of {', '.join(FILTERS)}; received {filter_by!r}.")
     classes = probs.shape[1]
     # A class nobody was given has no threshold; 1.0+ keeps it out of every confident set (cleanlab does the same).
     thresholds = np.array([probs[labels == j, j].mean() if np.any(labels == j) else 1.0 + 1e-9
@@ -56,11 +64,39 @@ def label_issues(labels: Sequence[int], probs: np.ndarray) -> list[dict]:
     above = probs >= thresholds - 1e-12
     confident = np.where(above, probs, -1.0).argmax(axis=1)
     counted = above.any(axis=1)
-    flagged = np.flatnonzero(counted & (confident != labels))
+    off = counted & (confident != labels)
+    if filter_by == "prune_by_noise_rate":
+        off = _prune_by_noise_rate(labels, probs, confident, counted)
+    flagged = np.flatnonzero(off)
+    suggested = np.where(probs[flagged].argmax(1) != labels[flagged], probs[flagged].argmax(1), confident[flagged])
     scores = 1.0 - probs[flagged, labels[flagged]]
     order = np.argsort(-scores, kind="stable")
-    return [{"index": int(flagged[k]), "label": int(labels[flagged[k]]), "suggested": int(confident[flagged[k]]),
+    return [{"index": int(flagged[k]), "label": int(labels[flagged[k]]), "suggested": int(suggested[k]),
              "score": round(float(scores[k]), 6)} for k in order]
+
+
+def _prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray, confident: np.ndarray,
+                         counted: np.ndarray) -> np.ndarray:
+    """cleanlab's default rule: the confident joint calibrated so that row i sums to the images labelled i, then
+    round(joint[i, j]) images labelled i with the largest p(j) − p(i), for every j ≠ i (one image of each class
+    always stays)."""
+    k = probs.shape[1]
+    joint = np.zeros((k, k))
+    np.add.at(joint, (labels[counted], confident[counted]), 1)
+    given = np.bincount(labels, minlength=k).astype(float)
+    rows = joint.sum(axis=1, keepdims=True)
+    calibrated = np.divide(joint * given[:, None], rows, out=np.zeros_like(joint), where=rows > 0)
+    flagged = np.zeros(len(labels), dtype=bool)
+    for i in range(k):
+        members = np.flatnonzero(labels == i)
+        budget = max(0, len(members) - 1)
+        for j in range(k):
+            n = min(int(round(calibrated[i, j])), budget) if j != i else 0
+            if n <= 0:
+                continue
+            margin = probs[members, j] - probs[members, i]
+            flagged[members[np.argsort(-margin, kind="stable")[:n]]] = True
+    return flagged
 
 
 def oof_probabilities(x: np.ndarray, y: Sequence[int], *, folds: int = 5, seed: int = 0,
@@ -163,35 +199,6 @@ def neighbours(embeddings: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndar
     return np.take_along_axis(idx, order, 1), np.take_along_axis(sims, order, 1)
 
 
-def hash_pairs(hashes: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i < j) of 64-bit hashes within ``max_bits`` Hamming distance, and their distances.
-
-    Pigeonhole: two hashes that differ in at most ``max_bits`` bits agree exactly on at least one of
-    ``max_bits + 1`` disjoint bit ranges, so only rows sharing a range's value are compared: exact, and near
-    linear in the number of images unless the hashes crowd (then every pair within a crowd is compared).
-    """
-    from ._images import hash_distance
-
-    h = np.asarray(hashes, dtype=np.uint64)
-    edges = np.linspace(0, 64, max_bits + 2).astype(int)
-    found: set[tuple[int, int]] = set()
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        key = (h >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
-        order = np.argsort(key, kind="stable")
-        starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
-        for a, b in zip(starts, np.r_[starts[1:], len(order)]):
-            if b - a > 1:
-                members = np.sort(order[a:b])
-                i, j = np.triu_indices(len(members), 1)
-                found.update(zip(members[i].tolist(), members[j].tolist()))
-    if not found:
-        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-    pairs = np.array(sorted(found), dtype=np.int64)
-    bits = hash_distance(h[pairs[:, 0]], h[pairs[:, 1]])
-    keep = bits <= max_bits
-    return pairs[keep], bits[keep]
-
-
 def outliers(similarities: np.ndarray, *, spread: float = 6.0) -> list[dict]:
     """Rows far from every other image: the mean cosine distance to their nearest neighbours is more than
     ``spread`` robust standard deviations (1.4826 × MAD) above the median. [{"index", "score"}], farthest first."""
@@ -203,20 +210,6 @@ def outliers(similarities: np.ndarray, *, spread: float = 6.0) -> list[dict]:
     z = (d - med) / scale
     flagged = np.flatnonzero(z > spread)
     return [{"index": int(i), "score": round(float(z[i]), 2)} for i in flagged[np.argsort(-z[flagged])]]
-
-
-def groups_of(pairs: Iterable[tuple[int, int]], n: int) -> list[list[int]]:
-    """Chained groups (a~b, b~c → one group, ascending indices) of the images joined by ``pairs``."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    p = np.asarray(list(pairs), dtype=np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(p)), (p[:, 0], p[:, 1])), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    members: dict[int, list[int]] = {}
-    for i in np.unique(p):
-        members.setdefault(int(component[i]), []).append(int(i))
-    return sorted(g for g in members.values() if len(g) > 1)
 
 
 def leaks(groups: Iterable[Sequence[int]], splits: Sequence[str]) -> list[dict]:

@@ -74,6 +74,13 @@ class TrainConfig:
     test_split: float = setting(0.15, "test fraction, used when DATA has no test/ folder", minimum=0, below=1,
                                 group="data and budget")
     seed: int = setting(0, "random seed (splits, initialization, shuffling)", group="data and budget")
+    exclude: str | None = setting(None, "leave out the images a file lists: `headstart doctor`'s doctor.csv (its "
+                                  "rows with action 'exclude'), a CSV with a path column, or one path per line",
+                                  metavar="FILE", group="data and budget")
+    copy_check: bool = setting(True, "before splitting, find copies (SHA-256; perceptual hash confirmed on "
+                               "thumbnails): a split made here keeps them on one side, and a test split with copies "
+                               "in train is named in a warning (--no-copy-check: skip; default on)",
+                               group="data and budget")
     budget: float = setting(840.0, "seconds for auto: the ELPV demo fits in 20 minutes on a 2-core CPU", above=0,
                             group="data and budget")
     workers: int | None = setting(None, "worker processes for feature extraction (default: one per core)",

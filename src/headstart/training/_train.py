@@ -88,13 +88,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
 
     from ..atomic import remove_if_failed
     from ..backends import resolve_device
-    from ..data import load_splits
     from ..distributed import is_main
     from ._checkpoint import CHECKPOINT_DIR, Checkpoints
 
     config = replace(config or TrainConfig(), **overrides).check(given)
     say = log or (lambda msg: _logger.info(msg))
-    splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    splits = _load_splits(data, config, progress, say)
     if not splits.val and config.strategy != "probe":
         raise HeadstartError(f"No validation images: --val-split {config.val_split} of {len(splits.train)} training "
                              f"images leaves none, and {config.strategy} chooses on them (epochs; auto: also the "
@@ -128,6 +127,27 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     if main:
         _write_report(out, say)
     return result
+
+
+def _load_splits(data, config: TrainConfig, progress: bool, say):
+    """The splits, without the images ``--exclude`` lists and with copies on one side of a split made here;
+    warns in one line when a given test split has copies in train (its accuracy would flatter the model)."""
+    from ..data import CopyIndex, load_splits, read_exclude
+
+    exclude = read_exclude(config.exclude) if config.exclude else None
+    index = CopyIndex(workers=config.workers, progress=progress) if config.copy_check else None
+    splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
+                         exclude=exclude, group=index)
+    if splits.excluded:
+        say(f"left out {splits.excluded} images listed in {config.exclude}")
+    leaked = {b: splits.leaks("train", b) for b in ("val", "test")}
+    if leaked["test"]:
+        _logger.warning(f"{leaked['test']} of {len(splits.test)} test images have a near-identical image in train (a "
+                        f"copy, resized or re-encoded): the test accuracy will flatter the model. `headstart doctor "
+                        f"{data}` lists them; `--exclude doctor.csv` leaves them out.")
+    elif leaked["val"]:
+        say(f"{leaked['val']} validation images have a copy in train (see `headstart doctor {data}`)")
+    return splits
 
 
 def _refuse_finished(out: Path, resume: bool, overwrite: bool) -> None:
