@@ -91,7 +91,7 @@ def test_hash_pairs_equal_brute_force_and_outliers_stand_out():
     assert [o["index"] for o in outliers(sims)] == [100]
 
 
-def _picture(path, color, seed, size=48):
+def _picture(path, color, seed, size=96):
     """A smooth random picture around ``color`` (a photo has structure, not per-pixel noise): 6×6 random
     patches scaled up, so that a resized, re-encoded copy still looks like its original."""
     from PIL import Image
@@ -115,7 +115,7 @@ def _planted(root):
     flipped = _picture(root / "train/green/really_red.png", colors["red"], seed=50)
     shutil.copy(root / "train/red/red0.png", root / "test/red/exact_copy.png")
     im = Image.open(root / "train/blue/blue1.png")
-    im.resize((34, 34), Image.BICUBIC).save(root / "test/blue/resized_copy.jpg", quality=70)
+    im.resize((67, 67), Image.BICUBIC).save(root / "test/blue/resized_copy.jpg", quality=70)
     make_image(root / "train/blue/blank.png", size=(48, 48), color=(40, 40, 220))
     make_image(root / "train/red/tiny.png", size=(16, 16), color=colors["red"], noise=40, seed=60)
     (root / "train/red/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -184,7 +184,7 @@ def _pictures_with_copies(root, n=16, copies=6, offset=0):
         for i in range(n):
             _picture(root / cls / f"{cls}{i}.png", color, seed=i + 1000 * (cls == "blue") + offset)
     for i in range(copies):
-        Image.open(root / f"red/red{i}.png").resize((34, 34), Image.BICUBIC).save(root / f"red/copy{i}.jpg",
+        Image.open(root / f"red/red{i}.png").resize((67, 67), Image.BICUBIC).save(root / f"red/copy{i}.jpg",
                                                                                    quality=70)
     return root
 

@@ -35,6 +35,7 @@ FORMAT = "headstart-run/1"
 MODEL, CONFIG, TRAIN_CONFIG, METRICS = "model.safetensors", "config.json", "train_config.json", "metrics.json"
 REPORT_TXT, CONFUSION_PNG, CURVES_PNG = "classification_report.txt", "confusion_matrix.png", "training_curves.png"
 ONNX = "model.onnx"
+DATA_CHECKS = "data_checks.json"  # train's checks of the data: copies across splits, label issues, --exclude
 PREDICTIONS, SEEN = "test_predictions.json", "seen.json"
 
 

@@ -54,13 +54,15 @@ def load_splits(data: str | os.PathLike, *, val_split: float = 0.15, test_split:
     one subfolder per class; a missing ``val/`` is carved out of ``train/`` (stratified, ``val_split``). A plain
     folder of class folders, or a CSV ``path,label[,split]``, is split stratified into train/val/test.
     ``exclude``: absolute paths to leave out (``read_exclude``). ``group(items)``: a copy group for some images
-    (path → id, e.g. duplicates); the splits carved out here keep every group on one side.
+    (path → id, e.g. duplicates), called with the pool that is split here (a given test/ folder is not in it);
+    the splits carved out here keep every group on one side.
     """
     root = Path(data)
     if root.is_dir() and (root / "train").is_dir():
         parts = {name: scan_folder(root / name) for name in SPLIT_NAMES if (root / name).is_dir()}
         parts, excluded = _exclude(parts, exclude, data)
-        groups = group([it for p in parts.values() for it in p]) if group else {}
+        # The test images are not read here: train looks at them only after it has chosen its model.
+        groups = group(parts["train"] + parts.get("val", [])) if group else {}
         train, val, test = parts["train"], parts.get("val", []), parts.get("test", [])
         made = False
         if not val:

@@ -106,6 +106,7 @@ def check(data: str | os.PathLike, config: DoctorConfig | None = None, *, progre
                       progress=progress)
     splits = load_splits(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
                          group=index)
+    index.add(splits.test)  # a given test/ folder is not in the pool load_splits hashes
     table = _features(splits, config, progress)
     say(f"features of {len(table['paths'])} images ({config.model}); out-of-fold probabilities, "
         f"{config.cv_folds} folds")
@@ -122,8 +123,7 @@ def check(data: str | os.PathLike, config: DoctorConfig | None = None, *, progre
 def _features(splits, config: DoctorConfig, progress: bool) -> dict[str, Any]:
     """Pooled features of every split, from the store `train`'s probe uses (same items, same settings)."""
     from ..backends import resolve_device
-    from ..features import ExtractConfig
-    from ..training import cached_activations
+    from ..features import ExtractConfig, cached_features
 
     ecfg = ExtractConfig(model=config.model, weights=config.weights, input_shape=config.input_shape,
                          workers=config.workers, device=str(resolve_device(config.device)), pooling="avg")
@@ -132,9 +132,9 @@ def _features(splits, config: DoctorConfig, progress: bool) -> dict[str, Any]:
         items = getattr(splits, name)
         if not items:
             continue
-        x, y, fs = cached_activations(items, splits.classes, ecfg, progress=progress)
-        xs.append(x.float().numpy())
-        ys.append(y.numpy())
+        fs = cached_features(items, ecfg, progress=progress)
+        xs.append(np.asarray(fs.features, dtype=np.float32))
+        ys.append(np.array([splits.classes.index(label) for label in fs.labels]))
         paths += fs.paths
         names += [name] * len(fs)
         sha += fs.sha256

@@ -34,7 +34,7 @@ class DoctorConfig:
                              "the perceptual hash", minimum=0, maximum=16, group="checks")
     cosine: float = setting(0.98, "near duplicates: embedding neighbours at least this similar are candidates "
                             "too", above=0, maximum=1, group="checks")
-    similarity: float = setting(0.995, "near duplicates: a candidate is confirmed when the 16×16 colour thumbnails "
+    similarity: float = setting(0.999, "near duplicates: a candidate is confirmed when the 16×16 colour thumbnails "
                                 "correlate at least this much", above=0, maximum=1, group="checks")
     outlier_spread: float = setting(10.0, "outliers: robust standard deviations above the median distance to the "
                                     "nearest neighbours", above=0, group="checks")

@@ -32,7 +32,7 @@ from ..weights import sha256_file
 from ._config import ExtractConfig
 from ._store import META, WORK, FeatureSet, StoreWriter
 
-__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_network", "feature_identity"]
+__all__ = ["ExtractConfig", "ExtractStats", "extract", "feature_network", "feature_identity", "cached_features"]
 
 _logger = logging.getLogger(__name__)
 
@@ -185,6 +185,25 @@ def extract(source: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     stats.seconds = time.perf_counter() - t0
     fs = FeatureSet.load(out)
     fs.stats = stats
+    return fs
+
+
+def cached_features(items: Sequence[Item], config: ExtractConfig, *, progress: bool,
+                    cache_root: Path | None = None) -> FeatureSet:
+    """The feature store of ``items`` under ``$HEADSTART_HOME/cache`` (extracted once, then reused): one store per
+    (configuration, list of path + label), so `train`'s strategies and `doctor` read the same one."""
+    from ..cache import note_used, note_written
+    from ..home import activations_dir
+
+    key = json.dumps([config.identity(), [(it.path, it.label) for it in items]], sort_keys=True)
+    root = (cache_root or activations_dir()) / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    fs = extract(list(items), root, config, progress=progress, overwrite=True)
+    if fs.stats.cached:
+        note_used(root)
+    else:
+        note_written(root, f"cached activations of {config.model} ({len(items)} images)")
+    if len(fs) == 0:
+        raise HeadstartError(f"None of the {len(items)} images could be read; see {root / 'skipped.csv'}.")
     return fs
 
 

@@ -9,8 +9,7 @@ __getattr__, __dir__ = _attach(__name__, {
     "TrainConfig": "._config:TrainConfig", "STRATEGY_CHOICES": "._config:STRATEGY_CHOICES",
     "STRATEGIES": "._strategies:STRATEGIES", "Strategy": "._strategies:Strategy",
     "StrategyResult": "._strategies:StrategyResult", "check_applies": "._strategies:check_applies",
-    "cached_activations": "._data:cached_activations",
 })
 
 __all__ = ["train", "TrainResult", "choose_winner", "TrainConfig", "STRATEGY_CHOICES", "STRATEGIES", "Strategy",
-           "StrategyResult", "check_applies", "cached_activations"]
+           "StrategyResult", "check_applies"]

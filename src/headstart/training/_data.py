@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -12,8 +11,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..data import Item, load_image
 from ..errors import HeadstartError, ImageLoadError
-from ..features import ExtractConfig, FeatureSet, extract
-from ..home import activations_dir
+from ..features import ExtractConfig, FeatureSet, cached_features
 
 __all__ = ["cached_activations", "tensor_loader", "ImageDataset", "image_loader", "native_side"]
 
@@ -27,17 +25,7 @@ def cached_activations(items: Sequence[Item], classes: list[str], config: Extrac
 
     Returns (X, y, store): X is N×C×H×W for maps (the store keeps them channels-last) or N×D.
     """
-    key = json.dumps([config.identity(), [(it.path, it.label) for it in items]], sort_keys=True)
-    root = (cache_root or activations_dir()) / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    fs = extract(list(items), root, config, progress=progress, overwrite=True)
-    from ..cache import note_used, note_written
-
-    if fs.stats.cached:
-        note_used(root)
-    else:
-        note_written(root, f"cached activations of {config.model} ({len(items)} images)")
-    if len(fs) == 0:
-        raise HeadstartError(f"None of the {len(items)} images could be read; see {root / 'skipped.csv'}.")
+    fs = cached_features(items, config, progress=progress, cache_root=cache_root)
     x = torch.from_numpy(np.array(fs.features))  # a writable copy in memory (the store is read-only)
     if x.ndim == 4:  # stored channels-last as Keras shows maps; the network wants N×C×H×W
         x = x.permute(0, 3, 1, 2).contiguous()

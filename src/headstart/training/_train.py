@@ -93,7 +93,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
 
     config = replace(config or TrainConfig(), **overrides).check(given)
     say = log or (lambda msg: _logger.info(msg))
-    splits = _load_splits(data, config, progress, say)
+    splits, index = _load_splits(data, config, progress, say)
     if not splits.val and config.strategy != "probe":
         raise HeadstartError(f"No validation images: --val-split {config.val_split} of {len(splits.train)} training "
                              f"images leaves none, and {config.strategy} chooses on them (epochs; auto: also the "
@@ -121,6 +121,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         results = _run_strategies(ctx, say)
         winner = choose_winner(results)
         _say_choice(winner, results, config.metric, say)
+        _warn_test_copies(splits, index)  # the model is chosen: now the test images may be read
         result = _finish(out, winner, results, ctx, say)
         if main:
             ckpt.clear()
@@ -130,8 +131,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
 
 
 def _load_splits(data, config: TrainConfig, progress: bool, say):
-    """The splits, without the images ``--exclude`` lists and with copies on one side of a split made here;
-    warns in one line when a given test split has copies in train (its accuracy would flatter the model)."""
+    """The splits without the images ``--exclude`` lists, with copies kept on one side of a split made here, and
+    the copy index (None with --no-copy-check) that later checks the test split (:func:`_warn_test_copies`)."""
     from ..data import CopyIndex, load_splits, read_exclude
 
     exclude = read_exclude(config.exclude) if config.exclude else None
@@ -140,14 +141,23 @@ def _load_splits(data, config: TrainConfig, progress: bool, say):
                          exclude=exclude, group=index)
     if splits.excluded:
         say(f"left out {splits.excluded} images listed in {config.exclude}")
-    leaked = {b: splits.leaks("train", b) for b in ("val", "test")}
-    if leaked["test"]:
-        _logger.warning(f"{leaked['test']} of {len(splits.test)} test images have a near-identical image in train (a "
+    if splits.leaks("train", "val"):
+        say(f"{splits.leaks('train', 'val')} validation images have a near-identical image in train (see "
+            f"`headstart doctor {data}`)")
+    return splits, index
+
+
+def _warn_test_copies(splits, index) -> None:
+    """One warning line when test images have a near-identical image in train. Run after the choice: the test
+    images are hashed only now (a split made by headstart hashed them with the rest and kept copies together)."""
+    if index is None or not splits.test:
+        return
+    splits.groups = index.add(splits.test)
+    leaked = splits.leaks("train", "test")
+    if leaked:
+        _logger.warning(f"{leaked} of {len(splits.test)} test images have a near-identical image in train (a "
                         f"copy, resized or re-encoded): the test accuracy will flatter the model. `headstart doctor "
-                        f"{data}` lists them; `--exclude doctor.csv` leaves them out.")
-    elif leaked["val"]:
-        say(f"{leaked['val']} validation images have a copy in train (see `headstart doctor {data}`)")
-    return splits
+                        f"{splits.source}` lists them; `--exclude doctor.csv` leaves them out.")
 
 
 def _refuse_finished(out: Path, resume: bool, overwrite: bool) -> None:
@@ -244,7 +254,60 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
 
     if is_main():  # every rank scored the test split together (each image once); rank 0 writes the run
         save_run(out, winner.model, winner.name, record, metrics, predictions, seen)
+        _write_data_checks(out, ctx, results, say)
     return TrainResult(out, winner.name, winner.val_acc, test, table, winner.model, skipped)
+
+
+def _write_data_checks(out: Path, ctx: TrainContext, results: Sequence[StrategyResult], say) -> None:
+    """RUN/data_checks.json for the report's "Data" section: the copy groups that span splits, and — when the
+    probe ran, so its pooled features are cached — label issues from out-of-fold probabilities at the probe's C
+    (one 5-fold fit on train + val: seconds). `headstart doctor` runs every check."""
+    from ..atomic import atomic_write_json
+    from ..run import DATA_CHECKS
+
+    s = ctx.splits
+    where = {it.path: name for name in ("train", "val", "test") for it in getattr(s, name)}
+    groups: dict[int, list[str]] = {}
+    for path, g in s.groups.items():
+        if path in where:
+            groups.setdefault(g, []).append(path)
+    copies = [{"paths": sorted(m), "splits": sorted({where[p] for p in m}, key=("train", "val", "test").index)}
+              for m in groups.values() if len(m) > 1]
+    checks: dict = {"excluded": s.excluded, "exclude": ctx.config.exclude,
+                    "copies": sorted(copies, key=lambda d: (-len(d["splits"]), d["paths"])), "label_issues": None}
+    probe = next((r for r in results if r.name == "probe"), None)
+    if probe is not None and ctx.config.cv_folds >= 2 and len(s.train) + len(s.val) >= 20:
+        try:
+            checks["label_issues"] = _label_issues(ctx, probe.details.get("C", 0.1))
+        except HeadstartError as exc:  # e.g. a class with one image: the run stands, the section says why
+            checks["label_issues_error"] = str(exc)
+    atomic_write_json(out / DATA_CHECKS, checks)
+    if checks["label_issues"]:
+        say(f"{len(checks['label_issues'])} training images look mislabelled (out-of-fold); see report.html or "
+            f"`headstart doctor {s.source}`")
+
+
+def _label_issues(ctx: TrainContext, c: float, keep: int = 100) -> list[dict]:
+    import numpy as np
+
+    from ..doctor import label_issues, oof_probabilities
+    from ._data import cached_activations
+    from ._strategies import _extract_cfg
+
+    s = ctx.splits
+    ecfg = _extract_cfg(ctx, pooling="avg")
+    x, y, paths, names = [], [], [], []
+    for name in ("train", "val"):
+        xs, ys, fs = cached_activations(getattr(s, name), s.classes, ecfg, progress=False)
+        x.append(xs.float().numpy())
+        y.append(ys.numpy())
+        paths += fs.paths
+        names += [name] * len(fs)
+    y_all = np.concatenate(y)
+    probs, _ = oof_probabilities(np.concatenate(x), y_all, folds=ctx.config.cv_folds, seed=ctx.config.seed,
+                                 grid=(c,))
+    return [{"path": paths[d["index"]], "label": s.classes[d["label"]], "suggested": s.classes[d["suggested"]],
+             "score": d["score"], "split": names[d["index"]]} for d in label_issues(y_all, probs)[:keep]]
 
 
 def _write_report(out: Path, say) -> None:
