@@ -13,7 +13,7 @@ import pytest
 import headstart
 from headstart.cli import main
 from headstart.errors import RunError
-from headstart.report import PREDICTIONS_FORMAT, write_report
+from headstart.report import N_ISSUES, N_PAIRS, PREDICTIONS_FORMAT, write_report
 
 from conftest import make_image
 
@@ -98,6 +98,12 @@ def test_report_in_a_real_browser(trained, tmp_path):
         broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
                                ".map(i => i.alt)")
         assert n_images > 10 and broken == []
+        # The Data section: train found the test images that are copies of training images (the fixture makes
+        # them with the same seeds) and shows each pair side by side; head did not run the label check.
+        pairs = page.locator("#data .pair")
+        assert pairs.count() == 12 and pairs.first.locator("img").count() >= 2  # N_PAIRS of the 18 groups
+        assert "train + test" in pairs.first.inner_text() or "train + val" in pairs.first.inner_text()
+        assert "Label issues" in page.locator("#data").inner_text()
         assert page.locator("#cell-view .cell:not([hidden])").count() == 0
         cell = page.locator(".cm td[data-cell]").first
         expected = int(cell.inner_text())
@@ -162,4 +168,22 @@ def test_thousands_of_images_give_a_small_page_quickly(trained, tmp_path):
     assert time.perf_counter() - t0 < 30
     text = page.read_text()
     assert page.stat().st_size < 3_000_000 and "n = 3000" in text
-    assert text.count("<img") <= 200 + 2 * 8 + 1 and "more (paths only" in text
+    data_images = 3 * N_PAIRS + N_ISSUES  # the Data section's thumbnails, bounded too
+    assert text.count("<img") <= 200 + 2 * 8 + 1 + data_images and "more (paths only" in text
+
+
+def test_data_section_shows_label_issues_given_to_suggested(trained, tmp_path):
+    run, data = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    red = str(data / "train" / "red" / "red3.png")
+    (copy / "data_checks.json").write_text(json.dumps({"excluded": 2, "exclude": "doctor.csv", "copies": [],
+                                                       "label_issues": [{"path": red, "label": "green",
+                                                                         "suggested": "red", "score": 0.93,
+                                                                         "split": "train"}]}))
+    text = write_report(copy).read_text()
+    section = text[text.index("<section id='data'>"):]
+    section = section[:section.index("</section>")]
+    assert "Likeliest label issues: 1" in section and "green → red (0.93)" in section
+    assert "2 images were left out" in section and "data:image/jpeg;base64," in section
+    assert "Near-identical images across splits: 0" in section

@@ -35,6 +35,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 THUMB = 112  # px, longest side of a thumbnail; JPEG at this size is 3-6 kB
 N_EXAMPLES = 8  # confident mistakes and unsure correct calls shown, each with a Grad-CAM overlay
 N_BINS = 10  # reliability plot
+N_PAIRS, N_ISSUES = 12, 24  # copy groups and label issues shown in the Data section
 
 
 @dataclass
@@ -410,6 +411,44 @@ def _reliability_section(items: Sequence[Item]) -> str:
             f"</figcaption></figure>{_table(rows)}</div></section>")
 
 
+def _data_section(checks: Any, page: _Page) -> str:
+    """Thumbnails of the copies that span splits (side by side) and of the likeliest label issues (given →
+    suggested), from RUN/data_checks.json (written by `train`); nothing for a run from before it."""
+    if not isinstance(checks, dict):
+        return ""
+    copies = [c for c in checks.get("copies") or [] if len(c.get("splits", [])) > 1]
+    issues = checks.get("label_issues")
+    parts = [f"<p>{checks['excluded']} images were left out (<code>--exclude {_esc(checks.get('exclude'))}"
+             f"</code>).</p>"] if checks.get("excluded") else []
+    pairs = "".join("<div class='pair'>" + "".join(_picture(p, os.path.basename(p), page) for p in c["paths"][:3]) +
+                    f"<p class='note'>{_esc(' + '.join(c['splits']))}</p></div>" for c in copies[:N_PAIRS])
+    parts.append(f"<h3>Near-identical images across splits: {len(copies)}</h3>" +
+                 (f"<div class='pairs'>{pairs}</div>" if copies else
+                  "<p>none found (SHA-256, perceptual hash + thumbnails)</p>"))
+    if issues is None:
+        why = checks.get("label_issues_error") or "the probe did not run, so there are no out-of-fold probabilities"
+        parts.append(f"<h3>Label issues</h3><p class='note'>not checked: {_esc(why)}. "
+                     f"<code>headstart doctor DATA</code> checks them.</p>")
+    else:
+        figs = "".join(_picture(d["path"], f"{_esc(os.path.basename(d['path']))}<br>{_esc(d['label'])} → "
+                                           f"{_esc(d['suggested'])} ({d['score']:.2f})", page, escaped=True)
+                       for d in issues[:N_ISSUES])
+        parts.append(f"<h3>Likeliest label issues: {len(issues)} (given → suggested, score)</h3>" +
+                     (f"<div class='grid'>{figs}</div>" if issues else "<p>none</p>"))
+    return ("<section id='data'><h2>Data</h2><p class='note'>What <code>train</code> checked before trusting "
+            "its accuracy. <code>headstart doctor DATA</code> runs every check (also duplicates within a split, "
+            f"outliers, unusable images) and writes doctor.csv for <code>--exclude</code>.</p>{''.join(parts)}"
+            "</section>")
+
+
+def _picture(path: str, caption: str, page: _Page, *, escaped: bool = False) -> str:
+    uri = _thumb(path, page)
+    pic = f'<img src="{uri}" alt="{html.escape(os.path.basename(path))}">' if uri else \
+        '<div class="broken">unreadable</div>'
+    return (f'<figure title="{html.escape(path)}">{pic}<figcaption>{caption if escaped else html.escape(caption)}'
+            f'</figcaption></figure>')
+
+
 def _settings_section(train_config: dict | None, config: dict | None) -> str:
     rows = [{"setting": k, "value": v} for k, v in (train_config or {}).items()]
     if config and config.get("model"):
@@ -443,6 +482,8 @@ figure img,img.full{max-width:100%;height:auto;display:block;border-radius:4px}
 figcaption{font-size:.75em;color:#444;word-break:break-all}.broken{background:#eee;color:#a00;padding:30px 4px;
 text-align:center;font-size:.8em}.charts{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 .chart{flex:1 1 280px;max-width:380px}.chart svg{width:100%;height:auto;background:#fff}
+.pairs{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:10px}
+.pair{display:flex;flex-wrap:wrap;gap:6px;border:1px solid #eee;padding:4px}.pair figure{flex:1 1 110px}
 .paths{font-size:.8em;word-break:break-all}.problems{border-color:#e0a0a0}.warn{background:#fff4d6;
 border-color:#e6c36a}
 """
@@ -535,6 +576,10 @@ def write_report(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
                         "no test metrics, confusion matrix, examples or calibration. To get them, run "
                         "<code>headstart report RUN DATA</code> with labelled images, or train with "
                         "<code>--test-split 0.15</code>.</p></section>")
+    from .run import DATA_CHECKS
+
+    if (run / DATA_CHECKS).is_file():
+        sections.append(_data_section(_read_json(run / DATA_CHECKS, page), page))
     sections += [_curves_section(run, metrics), _settings_section(_read_json(run / "train_config.json", page),
                                                                   config), _problems_section(page)]
     model = (config.get("model") or {}).get("name", "?")
