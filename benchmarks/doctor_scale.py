@@ -45,7 +45,7 @@ def synthetic(n: int, dim: int, classes: int, seed: int = 0):
 
 def main(argv=None) -> int:
     from headstart.data import ImageStats, copy_groups
-    from headstart.doctor import label_issues, neighbours, oof_probabilities, outliers
+    from headstart.doctor import label_issues, neighbours, oof_probabilities, outliers, projection
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=100_000)
@@ -55,13 +55,16 @@ def main(argv=None) -> int:
     x, y, flip, hashes, sig, planted = synthetic(args.images, args.dim, args.classes)
     times = {}
     t = time.perf_counter()
-    probs, c = oof_probabilities(x, y)
+    z = projection(x)
+    times["PCA (shared by both checks)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    probs, c = oof_probabilities(x, y, projected=z)
     times["out-of-fold probabilities"] = time.perf_counter() - t
     t = time.perf_counter()
     issues = label_issues(y, probs)
     times["label issues"] = time.perf_counter() - t
     t = time.perf_counter()
-    _, sims = neighbours(x, k=10)
+    _, sims = neighbours(x, k=10, projected=z)
     times["neighbours (k=10)"] = time.perf_counter() - t
     t = time.perf_counter()
     far = outliers(sims)

@@ -214,6 +214,10 @@ def test_train_excludes_listed_images_and_warns_when_test_leaks(tmp_path, caplog
     for split in ("train", "test"):
         _pictures_with_copies(root / split, n=8 if split == "train" else 3, copies=0, offset=100 * (split == "test"))
     shutil.copy(root / "train/red/red5.png", root / "test/red/leaked.png")
+    from PIL import Image
+
+    Image.open(root / "train/blue/blue4.png").resize((67, 67), Image.BICUBIC).save(root / "test/blue/resized.jpg",
+                                                                                 quality=70)
     listed = tmp_path / "doctor.csv"
     listed.write_text("finding,path,action\nlabel_issue,{0}/train/red/red1.png,exclude\n"
                       "outlier,{0}/train/red/red2.png,review\nnear_duplicate,train/blue/blue3.png,exclude\n"
@@ -222,10 +226,22 @@ def test_train_excludes_listed_images_and_warns_when_test_leaks(tmp_path, caplog
                 progress=False)
     with caplog.at_level("WARNING"):
         r = train(root, tmp_path / "run", exclude=str(listed), **fast)
-    assert "1 of 7 test images have a near-identical image in train" in caplog.text
+    assert "2 of 8 test images have a near-identical image in train" in caplog.text
     config = json.loads((r.run_dir / "train_config.json").read_text())
     counts = config["split_counts"]
     assert sum(counts["train"].values()) + sum(counts["val"].values()) == 16 - 2  # red1, blue3; red2 only "review"
+    # evaluate: the byte copy is left out (seen.json); the resized copy is scored, and counted apart
+    from headstart.run import load
+
+    m = load(r.run_dir).evaluate(root, workers=0)
+    assert m["excluded_seen"] == 1 and m["n"] == 7
+    assert [Path(c["path"]).name for c in m["near_copies_of_seen"]] == ["resized.jpg"]
+    assert m["near_copies_of_seen"][0]["copy_of_split"] in ("train", "val")
+    assert m["without_near_copies"]["n"] == 6
+    resized_right = next(p for p in json.loads((r.run_dir / "test_predictions.json").read_text())["items"]
+                         if p["path"].endswith("resized.jpg"))["predicted"] == "blue"
+    assert m["without_near_copies"]["accuracy"] == pytest.approx((m["accuracy"] * 7 - resized_right) / 6)
+    assert "near_copies_of_seen" not in load(r.run_dir).evaluate(root, include_seen=True, workers=0)
     unknown = tmp_path / "other.txt"
     unknown.write_text("/nowhere/x.png\n")
     with pytest.raises(HeadstartError, match="none of them in"):

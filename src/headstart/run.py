@@ -5,7 +5,8 @@ version) — enough for :func:`load` to rebuild the model with no training code 
 ``metrics.json``, ``classification_report.txt``, ``confusion_matrix.png``, ``training_curves.png``,
 ``train_config.json`` (the resolved configuration), ``test_predictions.json`` (per test image: label, prediction,
 probabilities), ``seen.json`` (SHA-256 of every image the run trained or validated on, so ``evaluate`` scores
-unseen images only) and, after ``headstart export``, ``model.onnx`` + ``model.onnx.json``.
+unseen images only; ``seen_copies.npz`` lets it report accuracy without their resized or re-encoded copies too)
+and, after ``headstart export``, ``model.onnx`` + ``model.onnx.json``.
 
 :class:`TrainedModel` builds its torch model only when it needs it: with a valid export on the CPU, ``predict``
 and ``evaluate`` run on ONNX Runtime without importing torch. The export's record holds the SHA-256 of the run
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .inference import ClassifyResult, Predictor
     from .models import HeadstartModel
 
-__all__ = ["FORMAT", "MODEL", "CONFIG", "TRAIN_CONFIG", "METRICS", "ONNX", "PREDICTIONS", "SEEN", "TrainedModel",
+__all__ = ["FORMAT", "MODEL", "CONFIG", "TRAIN_CONFIG", "METRICS", "ONNX", "PREDICTIONS", "SEEN", "SEEN_COPIES", "TrainedModel",
            "load", "save_run", "export_source", "hash_images"]
 
 FORMAT = "headstart-run/1"
@@ -37,6 +38,7 @@ REPORT_TXT, CONFUSION_PNG, CURVES_PNG = "classification_report.txt", "confusion_
 ONNX = "model.onnx"
 DATA_CHECKS = "data_checks.json"  # train's checks of the data: copies across splits, label issues, --exclude
 PREDICTIONS, SEEN = "test_predictions.json", "seen.json"
+SEEN_COPIES = "seen_copies.npz"  # perceptual hashes + 16×16 signatures of the seen images (headstart.data._copies)
 
 
 def save_run(out: Path, model: "HeadstartModel", strategy: str, train_config: dict[str, Any],
@@ -179,7 +181,10 @@ class TrainedModel:
         """Metrics on a labelled folder/CSV (for a folder with a test/ subfolder, on that split).
 
         Images this run trained or validated on (by content) are left out unless ``include_seen``; the result says
-        how many (``excluded_seen``). Keyword arguments: ``backend``, ``device``, ``workers``, ``batch_size``.
+        how many (``excluded_seen``). Near-identical copies of them (resized, re-encoded) are scored, and also
+        counted apart: ``near_copies_of_seen`` lists them and ``without_near_copies`` holds accuracy without them
+        (runs trained with the copy check on). Keyword arguments: ``backend``, ``device``, ``workers``,
+        ``batch_size``.
         """
         from .evaluate import evaluate_items
 
@@ -195,9 +200,37 @@ class TrainedModel:
                                  f"score them anyway (a training score, not an estimate of accuracy).")
         predictor = self.predictor(backend=kw.pop("backend", "auto"), device=kw.pop("device", None))
         m = evaluate_items(predictor, kept, **kw)
-        m.pop("predictions", None)
+        predictions = m.pop("predictions")
         m["excluded_seen"], m["include_seen"] = len(items) - len(kept), include_seen
+        if not include_seen:
+            m.update(self._without_copies(kept, predictions, workers=kw.get("workers")))
         return m
+
+    def _without_copies(self, items: Sequence[Item], predictions: list[dict], *, workers=None) -> dict[str, Any]:
+        """``near_copies_of_seen`` ({path, copy_of_split}) and the metrics of the rest (``without_near_copies``);
+        nothing when the run holds no signatures of what it saw."""
+        from .data import copies_of, image_stats, load_signatures
+        from .evaluate import classification_metrics
+
+        if not (self.root / SEEN_COPIES).is_file():
+            return {}
+        try:
+            phash, signature, split = load_signatures(self.root / SEEN_COPIES)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunError(f"{self.root / SEEN_COPIES}: unreadable ({str(exc)[:200]}). Delete it to evaluate "
+                           f"without the near-copy check, or train the run again.") from None
+        stats, _ = image_stats([it.path for it in items], workers=workers)
+        found = copies_of(stats, phash, signature)
+        lookup = {c: i for i, c in enumerate(self.class_names)}
+        rest = [p for p, f in zip(predictions, found) if f is None and p["error"] is None]
+        copies = [{"path": it.path, "copy_of_split": str(split[f])} for it, f in zip(items, found) if f is not None]
+        if not rest:  # every scored image is a copy of a seen one
+            return {"near_copies_of_seen": copies,
+                    "without_near_copies": {"accuracy": None, "balanced_accuracy": None, "n": 0}}
+        m = classification_metrics([lookup[p["label"]] for p in rest], [lookup[p["predicted"]] for p in rest],
+                                   self.class_names)
+        return {"near_copies_of_seen": copies,
+                "without_near_copies": {k: m[k] for k in ("accuracy", "balanced_accuracy", "n")}}
 
     def seen(self) -> set[str]:
         """SHA-256 of the images the run trained or validated on (empty for runs made before this was recorded)."""

@@ -45,6 +45,24 @@ def run_predict(args: argparse.Namespace) -> int:
                                                 device=args.device), args.json)
 
 
+def _print_copies(m: dict) -> None:
+    """The same scores without the near-identical copies of images the run saw, when there are any."""
+    copies, rest = m.get("near_copies_of_seen"), m.get("without_near_copies")
+    if not copies:
+        return
+    print(f"{len(copies)} of these images are near-identical copies (resized or re-encoded) of images this run "
+          f"trained or validated on:")
+    for c in copies[:5]:
+        print(f"  {c['path']}  (a copy of a {c['copy_of_split']} image)")
+    if len(copies) > 5:
+        print(f"  … {len(copies) - 5} more (--json lists them all)")
+    if rest["n"]:
+        print(f"without them: accuracy {rest['accuracy']:.2%}  balanced accuracy {rest['balanced_accuracy']:.2%}  "
+              f"(n={rest['n']})")
+    else:
+        print("without them nothing is left to score")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..run import load
 
@@ -58,6 +76,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"left out {m['excluded_seen']} images this run trained or validated on (--include-seen scores them)")
     seen = " (including images it trained on)" if args.include_seen else ""
     print(f"accuracy {m['accuracy']:.2%}  balanced accuracy {m['balanced_accuracy']:.2%}  (n={m['n']}){seen}")
+    _print_copies(m)
     for c, v in m["per_class"].items():
         print(f"  {c:<20} precision {v['precision']:.3f}  recall {v['recall']:.3f}  f1 {v['f1']:.3f}  "
               f"support {v['support']}")

@@ -12,9 +12,11 @@ __getattr__, __dir__ = _attach(__name__, {
     "CopyIndex": "._copies:CopyIndex", "ImageStats": "._copies:ImageStats", "image_stats": "._copies:image_stats",
     "copy_groups": "._copies:copy_groups", "hash_pairs": "._copies:hash_pairs", "hash_distance": "._copies:hash_distance",
     "groups_of": "._copies:groups_of", "same_picture": "._copies:same_picture", "unusable": "._copies:unusable",
+    "save_signatures": "._copies:save_signatures", "load_signatures": "._copies:load_signatures",
+    "copies_of": "._copies:copies_of",
 })
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageInput", "load_image", "read_image_file", "Preprocessing", "AUGMENT", "Item",
            "SourceError", "read_source", "read_exclude", "Splits", "load_splits", "IMBALANCE_RATIO", "make_elpv",
            "CopyIndex", "ImageStats", "image_stats", "copy_groups", "hash_pairs", "hash_distance", "groups_of",
-           "same_picture", "unusable"]
+           "same_picture", "unusable", "save_signatures", "load_signatures", "copies_of"]

@@ -16,7 +16,8 @@ __getattr__, __dir__ = _attach(__name__, {
     "label_issues": "._rules:label_issues", "oof_probabilities": "._rules:oof_probabilities",
     "exact_duplicates": "._rules:exact_duplicates", "near_duplicates": "._rules:near_duplicates",
     "neighbours": "._rules:neighbours", "outliers": "._rules:outliers", "leaks": "._rules:leaks",
+    "projection": "._rules:projection",
 })
 
 __all__ = ["check", "DoctorConfig", "DoctorReport", "CSV_NAME", "label_issues", "oof_probabilities",
-           "exact_duplicates", "near_duplicates", "neighbours", "outliers", "leaks"]
+           "exact_duplicates", "near_duplicates", "neighbours", "outliers", "leaks", "projection"]

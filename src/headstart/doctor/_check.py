@@ -150,9 +150,10 @@ def _class_counts(splits) -> dict[str, dict[str, int]]:
 
 
 def _label_checks(report: DoctorReport, t: dict, config: DoctorConfig) -> None:
-    from ._rules import label_issues, oof_probabilities
+    from ._rules import label_issues, oof_probabilities, projection
 
-    probs, c = oof_probabilities(t["x"], t["y"], folds=config.cv_folds, seed=config.seed)
+    t["z"] = projection(t["x"], config.seed)  # one PCA for the label and neighbour checks of a large set
+    probs, c = oof_probabilities(t["x"], t["y"], folds=config.cv_folds, seed=config.seed, projected=t["z"])
     report.arrays = {"paths": t["paths"], "y": t["y"], "probs": probs, "x": t["x"], "splits": t["splits"]}
     classes = t["classes"]
     report.probe = {"C": c, "folds": config.cv_folds,
@@ -166,7 +167,7 @@ def _duplicate_checks(report: DoctorReport, t: dict, stats: list, config: Doctor
     from ..data import copy_groups
     from ._rules import neighbours
 
-    idx, sims = neighbours(t["x"], k=10)
+    idx, sims = neighbours(t["x"], k=10, projected=t.get("z"))
     t["neighbour_sims"] = sims
     close = [(int(i), int(idx[i, j])) for i, j in zip(*np.nonzero(sims >= config.cosine))]
     exact, near = copy_groups(stats, hash_bits=config.hash_bits, similarity=config.similarity,

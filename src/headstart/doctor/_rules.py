@@ -19,10 +19,11 @@ from ..errors import HeadstartError
 from ..weights import sha256_file
 
 __all__ = ["FILTERS", "label_issues", "oof_probabilities", "exact_duplicates", "near_duplicates", "neighbours", "outliers",
-           "leaks"]
+           "leaks", "projection"]
 
-# Above this many images the neighbour search runs on a PCA projection (the full vectors then check each pair):
-# exact search is N² × dim, and 100,000 × 1,280-d images would take minutes on 2 cores (benchmarks/doctor.py).
+# Above this many images the label checks and the neighbour search run on a PCA projection (the full vectors then
+# check each neighbour pair): exact search is N² × dim, and 100,000 × 1,280-d images took 52 s on 2 cores with
+# scikit-learn's exact search on 128 dimensions alone (benchmarks/doctor_scale.py).
 EXACT_MAX = 20_000
 PCA_DIM = 128
 
@@ -99,8 +100,16 @@ def _prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray, confident: np.nd
     return flagged
 
 
+def projection(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """What the checks of a large set work on: above :data:`EXACT_MAX` rows, the first ``2 × PCA_DIM`` principal
+    components (in order: the first ``PCA_DIM`` columns are the smaller projection the neighbour search uses), else
+    ``x`` itself. One PCA for both checks: 7–8 s at 100,000 × 1,280."""
+    return _projected(x, 2 * PCA_DIM, seed) if len(x) > EXACT_MAX else x
+
+
 def oof_probabilities(x: np.ndarray, y: Sequence[int], *, folds: int = 5, seed: int = 0,
-                      grid: Sequence[float] = (0.01, 0.1, 1.0)) -> tuple[np.ndarray, float]:
+                      grid: Sequence[float] = (0.01, 0.1, 1.0), projected: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, float]:
     """Out-of-fold class probabilities for every row, and the C they came from.
 
     The model is the probe's: logistic regression on standardized features. Each C of ``grid`` is scored by the
@@ -108,6 +117,7 @@ def oof_probabilities(x: np.ndarray, y: Sequence[int], *, folds: int = 5, seed: 
     probabilities are returned: each row's come from a model that never saw it. Above :data:`EXACT_MAX` rows the
     features are first projected on :data:`PCA_DIM` × 2 principal components and C is chosen on a stratified
     subsample of :data:`EXACT_MAX` rows: 15 fits on 100,000 × 1,280 numbers would take many minutes on 2 cores.
+    ``projected``: :func:`projection` of ``x`` when the caller has it already.
     """
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -119,7 +129,7 @@ def oof_probabilities(x: np.ndarray, y: Sequence[int], *, folds: int = 5, seed: 
         raise HeadstartError(f"label checks need at least 2 images of every class (one per fold); class "
                              f"{int(np.flatnonzero(counts == 1)[0])} has 1. Add images of that class.")
     if len(y) > EXACT_MAX:
-        x = _projected(x, 2 * PCA_DIM, seed)
+        x = projection(x, seed) if projected is None else projected
         grid = [_oof_c(x, y, grid, seed)] if len(grid) > 1 else grid
     cv = StratifiedKFold(k, shuffle=True, random_state=seed)
     best: tuple[float, float, np.ndarray] | None = None
@@ -199,13 +209,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def neighbours(embeddings: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def neighbours(embeddings: np.ndarray, k: int = 10, *, projected: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` nearest other rows by cosine: (indices N×k, cosine similarities N×k), nearest first.
 
-    Exact below :data:`EXACT_MAX` rows; above, the search runs on a PCA projection to :data:`PCA_DIM` dimensions
-    and the similarities are recomputed on the full vectors.
+    An exact inner-product search (faiss ``IndexFlatIP`` on unit vectors: 2.3× scikit-learn's exact search at
+    100,000 × 128, and HNSW graphs found only 77–88 % of the true neighbours there). Above :data:`EXACT_MAX`
+    rows it searches the first :data:`PCA_DIM` principal components (``projected``, or :func:`projection` of the
+    embeddings), and the similarities are recomputed on the full vectors.
     """
-    from sklearn.neighbors import NearestNeighbors
+    import faiss
 
     x = _unit(embeddings)
     if x.ndim != 2:
@@ -215,10 +228,11 @@ def neighbours(embeddings: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndar
         return np.zeros((len(x), 0), np.int64), np.zeros((len(x), 0), np.float32)
     z = x
     if len(x) > EXACT_MAX and x.shape[1] > PCA_DIM:
-        from sklearn.decomposition import PCA
-
-        z = _unit(PCA(PCA_DIM, svd_solver="randomized", random_state=0).fit_transform(x))
-    idx = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z, return_distance=False)
+        z = _unit((projection(embeddings) if projected is None else projected)[:, :PCA_DIM])
+    index = faiss.IndexFlatIP(z.shape[1])
+    index.add(np.ascontiguousarray(z))
+    _, idx = index.search(np.ascontiguousarray(z), k + 1)
+    idx = idx.astype(np.int64)
     own = idx == np.arange(len(x))[:, None]  # drop each row itself (the first, except among exact copies)
     keep = np.where(own.any(axis=1, keepdims=True), ~own, np.arange(k + 1) < k)
     idx = idx[keep].reshape(len(x), k)

@@ -122,7 +122,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         winner = choose_winner(results)
         _say_choice(winner, results, config.metric, say)
         _warn_test_copies(splits, index)  # the model is chosen: now the test images may be read
-        result = _finish(out, winner, results, ctx, say)
+        result = _finish(out, winner, results, ctx, say, index)
         if main:
             ckpt.clear()
     if main:
@@ -227,8 +227,8 @@ def _say_choice(winner: StrategyResult, results: Sequence[StrategyResult], metri
         f"error of the best)")
 
 
-def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult], ctx: TrainContext, say
-            ) -> TrainResult:
+def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult], ctx: TrainContext, say,
+            index=None) -> TrainResult:
     from ..evaluate import evaluate_items
     from ..inference import predictor_for
     from ..run import hash_images, save_run
@@ -254,8 +254,22 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
 
     if is_main():  # every rank scored the test split together (each image once); rank 0 writes the run
         save_run(out, winner.model, winner.name, record, metrics, predictions, seen)
+        _write_seen_copies(out, splits, index)
         _write_data_checks(out, ctx, results, say)
     return TrainResult(out, winner.name, winner.val_acc, test, table, winner.model, skipped)
+
+
+def _write_seen_copies(out: Path, splits, index) -> None:
+    """RUN/seen_copies.npz: the copy index's hashes and signatures of the train and val images, so `evaluate`
+    can leave out resized or re-encoded copies of them too (seen.json catches byte-identical ones only)."""
+    from ..data import save_signatures
+    from ..run import SEEN_COPIES
+
+    if index is None:
+        return
+    rows = [(index.stats[it.path], name) for name in ("train", "val") for it in getattr(splits, name)
+            if it.path in index.stats]
+    save_signatures(out / SEEN_COPIES, [r[0] for r in rows], [r[1] for r in rows])
 
 
 def _write_data_checks(out: Path, ctx: TrainContext, results: Sequence[StrategyResult], say) -> None:
