@@ -242,6 +242,9 @@ def test_train_excludes_listed_images_and_warns_when_test_leaks(tmp_path, caplog
                          if p["path"].endswith("resized.jpg"))["predicted"] == "blue"
     assert m["without_near_copies"]["accuracy"] == pytest.approx((m["accuracy"] * 7 - resized_right) / 6)
     assert "near_copies_of_seen" not in load(r.run_dir).evaluate(root, include_seen=True, workers=0)
+    (r.run_dir / "seen_copies.safetensors").write_bytes(b"not a tensor file")  # damaged: a clear error, no guess
+    with pytest.raises(HeadstartError, match="seen_copies.safetensors: unreadable"):
+        load(r.run_dir).evaluate(root, workers=0)
     unknown = tmp_path / "other.txt"
     unknown.write_text("/nowhere/x.png\n")
     with pytest.raises(HeadstartError, match="none of them in"):

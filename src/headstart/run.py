@@ -5,7 +5,7 @@ version) — enough for :func:`load` to rebuild the model with no training code 
 ``metrics.json``, ``classification_report.txt``, ``confusion_matrix.png``, ``training_curves.png``,
 ``train_config.json`` (the resolved configuration), ``test_predictions.json`` (per test image: label, prediction,
 probabilities), ``seen.json`` (SHA-256 of every image the run trained or validated on, so ``evaluate`` scores
-unseen images only; ``seen_copies.npz`` lets it report accuracy without their resized or re-encoded copies too)
+unseen images only; ``seen_copies.safetensors`` lets it report accuracy without their resized or re-encoded copies too)
 and, after ``headstart export``, ``model.onnx`` + ``model.onnx.json``.
 
 :class:`TrainedModel` builds its torch model only when it needs it: with a valid export on the CPU, ``predict``
@@ -38,7 +38,7 @@ REPORT_TXT, CONFUSION_PNG, CURVES_PNG = "classification_report.txt", "confusion_
 ONNX = "model.onnx"
 DATA_CHECKS = "data_checks.json"  # train's checks of the data: copies across splits, label issues, --exclude
 PREDICTIONS, SEEN = "test_predictions.json", "seen.json"
-SEEN_COPIES = "seen_copies.npz"  # perceptual hashes + 16×16 signatures of the seen images (headstart.data._copies)
+SEEN_COPIES = "seen_copies.safetensors"  # perceptual hashes + 16×16 signatures of the seen images (headstart.data._copies)
 
 
 def save_run(out: Path, model: "HeadstartModel", strategy: str, train_config: dict[str, Any],

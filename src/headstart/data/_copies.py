@@ -213,24 +213,38 @@ def _merged(groups: list[list[int]]) -> list[list[int]]:
 
 
 def save_signatures(path, stats: Sequence[ImageStats], splits: Sequence[str]) -> None:
-    """Write the hashes and signatures of ``stats`` (with each image's split name) to an ``.npz`` (no pickle:
-    numbers and strings only), atomically. ``evaluate`` reads it to find resized or re-encoded copies of the images
-    a run saw (:func:`copies_of`); float16 signatures: 1.5 KB an image."""
-    import io
+    """Write the hashes and signatures of ``stats`` (with each image's split name) to a ``.safetensors`` file
+    (tensors and a JSON header only, nothing to unpickle), atomically. ``evaluate`` reads it to find resized or
+    re-encoded copies of the images a run saw (:func:`copies_of`); float16 signatures: 1.5 KB an image."""
+    import json
+
+    from safetensors.numpy import save
 
     from ..atomic import atomic_write_bytes
 
-    buf = io.BytesIO()
-    np.savez_compressed(buf, phash=np.array([s.phash for s in stats], dtype=np.uint64),
-                        signature=np.array([s.signature for s in stats], dtype=np.float16).reshape(-1, SIDE * SIDE * 3),
-                        split=np.array(list(splits), dtype="U8"))
-    atomic_write_bytes(path, buf.getvalue())
+    names = sorted(set(splits))
+    # safetensors holds numbers only: split names travel as codes with the name list in the header.
+    tensors = {"phash": np.array([s.phash for s in stats], dtype=np.uint64).reshape(-1),
+               "signature": np.array([s.signature for s in stats], dtype=np.float16).reshape(-1, SIDE * SIDE * 3),
+               "split": np.array([names.index(s) for s in splits], dtype=np.int32).reshape(-1)}
+    atomic_write_bytes(path, save(tensors, metadata={"splits": json.dumps(names)}))
 
 
 def load_signatures(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(phash, signature, split) as :func:`save_signatures` wrote them; ``allow_pickle=False`` refuses objects."""
-    with np.load(path, allow_pickle=False) as z:
-        return z["phash"].astype(np.uint64), z["signature"].astype(np.float32), z["split"]
+    """(phash, signature, split) as :func:`save_signatures` wrote them."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            names = np.array(json.loads((f.metadata() or {})["splits"]), dtype=str)
+            phash, signature, split = (f.get_tensor(k) for k in ("phash", "signature", "split"))
+    except SafetensorError as exc:  # the library's own error type: say it as a ValueError like the checks below
+        raise ValueError(str(exc)) from None
+    if len(phash) != len(signature) or len(phash) != len(split) or (len(split) and split.max() >= len(names)):
+        raise ValueError(f"inconsistent rows: {len(phash)} hashes, {len(signature)} signatures, {len(split)} splits")
+    return phash.astype(np.uint64), signature.astype(np.float32), names[split] if len(split) else split.astype(str)
 
 
 def copies_of(stats: Sequence[ImageStats | None], phash: np.ndarray, signature: np.ndarray, *, hash_bits: int = 6,

@@ -260,7 +260,7 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
 
 
 def _write_seen_copies(out: Path, splits, index) -> None:
-    """RUN/seen_copies.npz: the copy index's hashes and signatures of the train and val images, so `evaluate`
+    """RUN/seen_copies.safetensors: the copy index's hashes and signatures of the train and val images, so `evaluate`
     can leave out resized or re-encoded copies of them too (seen.json catches byte-identical ones only)."""
     from ..data import save_signatures
     from ..run import SEEN_COPIES
