@@ -430,3 +430,69 @@ def test_kill_9_during_train_then_resume(tmp_path, three_classes, capsys):
     n = before["epoch"] + 1
     assert len(hist["val_acc"]) == 12 and hist["val_acc"][:n] == before["history"]["val_acc"]
     assert not (run / ".checkpoints").exists() and (run / "model.safetensors").is_file()
+
+
+def test_a_losing_candidate_is_stopped_before_its_epochs(monkeypatch):
+    """auto's stop rule in the real loop, on the simulated clock: a candidate whose validation accuracy stays far
+    below what it must beat stops after MIN_EPOCHS + 1 of its 10 epochs (`history.pruned`); the same loop with a
+    target it already beats trains on; the bound follows the curve (a steep climb is let run)."""
+    from headstart.training import _auto, _loop
+    from headstart.training._data import tensor_loader
+    from headstart.training._loop import History
+
+    clock = _simulated_clock(monkeypatch)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g), torch.randint(0, 3, (64,), generator=g)
+    xv, yv = torch.randn(32, 5, generator=g), torch.randint(0, 3, (32,), generator=g)  # noise: nothing to learn
+
+    def run(target):
+        module = torch.nn.Linear(5, 3)
+        return _loop.fit(module, Ticking(tensor_loader(x, y, 16, train=True, seed=0), clock),
+                         tensor_loader(xv, yv, 32, train=False), [{"params": module.parameters(), "lr": 1e-2}],
+                         epochs=10, patience=100, progress=False, deadline=1e6,
+                         should_stop=_auto.LosingBound(target, epochs=10))
+
+    t0 = clock[0]
+    lost = run(0.99)
+    assert lost.pruned and lost.stopped_early and len(lost.val_score) == _auto.MIN_EPOCHS + 1
+    assert clock[0] - t0 == 4 * (_auto.MIN_EPOCHS + 1)  # 4 batches of 1 simulated second per epoch
+    kept = run(0.0)
+    assert not kept.pruned and len(kept.val_score) == 10
+    bound = _auto.LosingBound(0.9, epochs=10)
+    assert not bound(2, History(val_score=[0.5, 0.6, 0.7]))  # +0.1 per epoch: 7 epochs left could reach 0.9
+    assert bound(3, History(val_score=[0.6, 0.7, 0.7, 0.68]))  # no gain over the last 2 epochs: 0.7 < 0.9
+    assert not bound(2, History(val_score=[0.95, 0.7, 0.7]))  # it already beat the target: let it train
+    assert bound(2, History(val_score=[0.5, 0.5, 0.5], fitted_epochs=4))  # the budget leaves 1 epoch
+
+
+def test_auto_prints_its_plan_and_saves_what_it_measured(tmp_path, three_classes, caplog, monkeypatch):
+    """The plan comes before any training, with the machine's measured rates; metrics.json holds it with each
+    candidate's estimate and real seconds; a candidate the plan leaves out is not run, and says why."""
+    from headstart.training import _auto
+
+    monkeypatch.setattr(_auto, "CPU_FINETUNE_MIN_EPOCHS", 10 ** 9)  # as if every-layer epochs were dear
+    with caplog.at_level("INFO"):
+        r = train(three_classes, tmp_path / "run", strategy="auto", progress=False, **{**FAST, "epochs": 3})
+    text = caplog.text
+    assert text.index("auto: plan for 840 s on cpu") < text.index("auto: probe (")
+    assert "images/s: decode" in text and "skip  on a CPU only" in text
+    plan = json.loads((tmp_path / "run" / "metrics.json").read_text())["plan"]
+    assert [c["strategy"] for c in plan["candidates"]] == ["probe", "head", "partial", "finetune"]
+    assert [c["run"] for c in plan["candidates"]] == [True, True, True, False]
+    assert all(c["estimate"] >= 0 and c["seconds"] > 0 for c in plan["candidates"][:3])
+    assert plan["candidates"][3]["seconds"] is None and "finetune" not in {t["strategy"] for t in r.table}
+    measured = plan["measured"]
+    assert measured["device"] == "cpu" and measured["decode"] > 0 and measured["forward"]["64"] > 0
+    assert measured["train_step"]["64"] > 0 and measured["partial_step"]["64"] > 0
+    # --finetune-epochs given: the user asked for it, so the CPU rule does not leave it out
+    plan = _auto.make_plan(_ctx_for(three_classes), 840.0, frozenset({"finetune_epochs"}))
+    assert plan.candidates[3].run
+
+
+def _ctx_for(root):
+    from headstart.training._config import TrainConfig
+    from headstart.training._context import TrainContext
+
+    config = TrainConfig(**FAST).check()
+    return TrainContext(load_splits(root, val_split=0.25, test_split=0.25), config, torch.device("cpu"),
+                        progress=False)

@@ -2,8 +2,8 @@
 
 Declared with :func:`headstart.config.setting`: each field's help, choices and range are written once, the
 ``train`` command's flags are generated from them, and :meth:`TrainConfig.check` is the one validation, whoever
-the caller. Which strategies use a setting comes from the strategy records (:mod:`._strategies`).
-Imports nothing heavy.
+the caller. The strategy names, cheapest first, and which settings each uses live here too (``STRATEGY_SETTINGS``;
+the records in :mod:`._strategies` read them), so this module imports no other training module and nothing heavy.
 """
 from __future__ import annotations
 
@@ -13,11 +13,23 @@ from typing import Any
 from ..config import check_settings, parse_shape, parse_weights, setting
 from ..errors import HeadstartError
 from ..views import VIEWS_CHOICES
-from ._strategies import AUTO, STRATEGIES, check_applies
+__all__ = ["TrainConfig", "STRATEGY_CHOICES", "STRATEGY_NAMES", "STRATEGY_SETTINGS", "METRICS", "AUTO",
+           "AUTO_SETTINGS", "check_applies"]
 
-__all__ = ["TrainConfig", "STRATEGY_CHOICES", "METRICS"]
-
-STRATEGY_CHOICES = (*STRATEGIES, AUTO)
+AUTO = "auto"
+AUTO_SETTINGS = ("budget",)  # settings only `auto` uses
+# Settings of the epoch loop (finetune uses `epochs` for its head stage).
+_LOOP = ("epochs", "lr", "patience", "batch_size", "weight_decay", "label_smoothing")
+# The strategies, cheapest first (the one-standard-error rule prefers the earlier), and the settings each uses:
+# giving a setting that the chosen strategy does not use is refused (:func:`check_applies`).
+STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "probe": ("views", "power_norm", "cv_folds"),
+    "head": ("head", "augment", "bn", "cv_folds", *_LOOP),
+    "partial": ("head", "augment", "bn", "unfreeze_from", "unfreeze_stages", "backbone_lr_mult", *_LOOP),
+    "finetune": ("head", "augment", "bn", "finetune_epochs", "backbone_lr_mult", "layer_decay", *_LOOP),
+}
+STRATEGY_NAMES = tuple(STRATEGY_SETTINGS)
+STRATEGY_CHOICES = (*STRATEGY_NAMES, AUTO)
 METRICS = ("accuracy", "balanced_accuracy")
 
 
@@ -116,3 +128,18 @@ class TrainConfig:
             raise HeadstartError("--cv-folds does not apply to head on images (--augment): only the cached-feature "
                                  "head is cross-validated. Drop --cv-folds, or drop --augment.")
         return self
+
+
+def check_applies(strategy: str, given: set[str]) -> None:
+    """Settings the user gave explicitly must be used by ``strategy`` (a flag that silently does nothing is a bug
+    in the user's command, and they deserve to hear about it)."""
+    for name in sorted(given):
+        users = [s for s, used in STRATEGY_SETTINGS.items() if name in used]
+        if name in AUTO_SETTINGS:
+            users = [AUTO]
+        if not users or strategy in users or (strategy == AUTO and name not in AUTO_SETTINGS):
+            continue
+        raise HeadstartError(
+            f"--{name.replace('_', '-')} does not apply to strategy {strategy!r} (it is used by "
+            f"{', '.join(users)}). Drop it, or choose --strategy {users[0]}" + (" (or auto)." if users[0] != AUTO
+                                                                              else "."))

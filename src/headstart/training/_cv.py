@@ -11,24 +11,16 @@ read here.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from ._context import Holdout, StrategyResult
+
 if TYPE_CHECKING:
-    from ._strategies import Strategy, StrategyResult, TrainContext
+    from ._context import Strategy, TrainContext
 
 __all__ = ["Holdout", "folds", "fit_head_cv"]
-
-
-@dataclass
-class Holdout:
-    """A cross-validated strategy's twin, fitted on the train split only, and its score on the validation split."""
-
-    head_state: dict
-    val_score: float | None  # the choice metric (None: there is no validation split)
-    val_acc: float | None
 
 
 def folds(y: np.ndarray, n_train: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -58,7 +50,6 @@ def fit_head_cv(strategy: "Strategy", ctx: "TrainContext", build: Callable, xtr,
 
     from ._data import tensor_loader
     from ._loop import fit
-    from ._strategies import StrategyResult
 
     config = ctx.config
     x, y = torch.cat([xtr, xva]), torch.cat([ytr, yva])
@@ -69,7 +60,8 @@ def fit_head_cv(strategy: "Strategy", ctx: "TrainContext", build: Callable, xtr,
     def fit_on(rows, val_rows, name: str, epochs: int | None = None, timed: bool = True):
         model = build()
         val = tensor_loader(x[val_rows], y[val_rows], 256, train=False) if val_rows is not None else None
-        kw = {**ctx.fit_kw(strategy, epochs=epochs), "name": name, "progress": False}
+        # folds and refit are not stopped by auto's rule: their scores are the cross-validation itself
+        kw = {**ctx.fit_kw(strategy, epochs=epochs), "name": name, "progress": False, "should_stop": None}
         if not timed:  # bounded by its epochs; a budget cut would leave a head that saw a batch
             kw["deadline"] = None
         hist = fit(model.head, tensor_loader(x[rows], y[rows], config.batch_size, train=True, seed=config.seed),

@@ -36,6 +36,7 @@ class History:
     seconds: float = 0.0
     stopped_early: bool = False
     fitted_epochs: int | None = None  # the LR schedule was shortened to this many epochs to end within the budget
+    pruned: bool = False  # stopped by ``should_stop`` (auto: it could no longer win)
 
     @property
     def best_val_acc(self) -> float:
@@ -47,7 +48,7 @@ class History:
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_score",
-                                              "best_epoch", "seconds", "stopped_early", "fitted_epochs")}
+                                              "best_epoch", "seconds", "stopped_early", "fitted_epochs", "pruned")}
 
 
 def score(y_true, y_pred, metric: str, n_classes: int) -> float:
@@ -124,7 +125,8 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
         warmup_epochs: float = 1.0, weight_decay: float = 0.01, label_smoothing: float = 0.1,
         class_weights: torch.Tensor | None = None, patience: int = 4, metric: str = "accuracy",
         progress: bool = True, deadline: float | None = None,
-        on_epoch: Callable[[int], None] | None = None, sync_bn: bool = False) -> History:
+        on_epoch: Callable[[int], None] | None = None, sync_bn: bool = False,
+        should_stop: Callable[[int, History], bool] | None = None) -> History:
     """Train ``module`` in place on ``device``; the weights of the best validation epoch are restored at the end.
 
     ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``checkpoints``
@@ -132,7 +134,9 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     protects (``Checkpoints.worth_saving``), and, when resuming, continues after the last saved one.
     ``deadline`` (a ``time.perf_counter()`` value) stops training before an epoch that would pass it, and fits the
     cosine to the epochs that do (:class:`_Budget`), so the last one ends at a low LR. ``on_epoch(e)``
-    runs before each epoch (gradual unfreezing). ``metric`` (accuracy | balanced_accuracy) picks the best epoch.
+    runs before each epoch (gradual unfreezing); ``should_stop(e, history)``, after each validated epoch, ends
+    training when True (``auto``'s rule for a candidate that can no longer win; ``history.pruned``). ``metric``
+    (accuracy | balanced_accuracy) picks the best epoch.
     ``val_loader=None``: a refit on every image (cross-validation chose ``epochs``): no validation, no early
     stopping, the last epoch's weights are kept.
 
@@ -187,7 +191,10 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
             run.last_epoch_seconds = time.perf_counter() - budget.epoch_start
             late = deadline is not None and ranks.agree(time.perf_counter() > deadline)  # a collective: every rank
-            if run.bad >= patience or late:
+            # the scores are the same on every rank (gathered), so is this decision; agreed anyway, as the clock is
+            hist.pruned = bool(should_stop is not None and val_loader is not None
+                               and ranks.agree(should_stop(epoch, hist)))
+            if run.bad >= patience or late or hist.pruned:
                 hist.stopped_early = epoch < epochs - 1
                 checkpoint(epoch, True)
                 break

@@ -20,13 +20,14 @@ import torch
 
 from ..models import signed_sqrt
 from ..views import VIEW_SETS, check_views, view_index
-from ._cv import Holdout, folds
+from ._context import Holdout, StrategyResult
+from ._cv import folds
 from ._data import cached_activations
 from ._loop import class_weights, score
 
 if TYPE_CHECKING:
     from ..models import HeadstartModel
-    from ._strategies import StrategyResult, TrainContext
+    from ._context import TrainContext
 
 __all__ = ["fit_probe", "C_GRID", "view_candidates", "norm_candidates"]
 
@@ -89,8 +90,6 @@ def fit_probe(name: str, build, ctx: "TrainContext", ecfg) -> "StrategyResult":
     fitted on the train split only, since the model's own head has seen the validation images; :mod:`._cv`), else
     on the validation split. ``model.views`` is set to the chosen view set (prediction averages over it).
     """
-    from ._strategies import StrategyResult
-
     config, s = ctx.config, ctx.splits
     t0 = time.perf_counter()
     model = build("avg")

@@ -8,7 +8,8 @@
 - ``finetune``: every layer, on augmented images, with discriminative learning rates (layer-wise decay) after the
   head has been trained first (gradual unfreezing).
 
-A record says what trains, on what, which settings apply, its warm-up and its parameter groups; ``auto``, the
+A record (:class:`._context.Strategy`) says what trains, on what, its warm-up and its parameter groups; which
+settings each uses is :mod:`._config`'s (``STRATEGY_SETTINGS``); ``auto``, the
 CLI's help, the setting checks and the training loop all read the records instead of testing names. Every
 strategy returns a :class:`HeadstartModel` that classifies images end to end, so they compare on equal terms.
 
@@ -18,120 +19,18 @@ inside the functions that run.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ..errors import HeadstartError
+from ._config import AUTO, AUTO_SETTINGS, STRATEGY_SETTINGS, TrainConfig, check_applies  # noqa: F401 (re-exported)
+from ._context import Strategy, StrategyResult, TrainContext
 
 if TYPE_CHECKING:
-    import torch
-
-    from ..data import Splits
     from ..models import HeadstartModel
-    from ._checkpoint import Checkpoints
-    from ._cv import Holdout
-    from ._config import TrainConfig
-    from ._loop import History
 
 __all__ = ["Strategy", "StrategyResult", "TrainContext", "STRATEGIES", "AUTO", "AUTO_SETTINGS", "check_applies",
            "run_strategy", "cut_point", "freeze_before", "layerwise_groups"]
-
-AUTO = "auto"
-AUTO_SETTINGS = ("budget",)  # settings only `auto` uses
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """One way to train: what it trains, on what, which settings it uses, and how its optimizer is set up."""
-
-    name: str
-    trains: str  # what trains (help and README table)
-    data: str  # what it iterates over
-    settings: tuple[str, ...]  # TrainConfig fields it uses (giving another strategy's setting is refused)
-    run: Callable[["Strategy", "TrainContext"], "StrategyResult"]
-    epochs_setting: str | None = None  # the TrainConfig field that bounds its epochs (None: closed form)
-    warmup_epochs: float = 1.0  # linear LR warm-up; short when the head arrives trained
-    param_groups: Callable[["HeadstartModel", "TrainConfig"], list[dict]] | None = None  # freezes, returns groups
-    head_first: bool = False  # train the head on cached features before the layers (gradual unfreezing)
-
-    def epochs(self, config: "TrainConfig") -> int:
-        return getattr(config, self.epochs_setting) if self.epochs_setting else 0
-
-
-@dataclass
-class StrategyResult:
-    name: str
-    model: "HeadstartModel"
-    val_acc: float
-    seconds: float
-    history: "History | None" = None
-    details: dict[str, Any] = field(default_factory=dict)
-    val_score: float | None = None  # the choice metric on validation (accuracy or balanced accuracy)
-    n_scored: int = 0  # images the score rests on (validation split, or every image of a cross-validation)
-    # A cross-validated strategy (scored over folds of train + val, then refitted on all of it) keeps a twin
-    # fitted on the train split only (:mod:`._cv`): the head partial/finetune start from, and its score on the
-    # validation split, where they are compared with it. A function, called (once) only when asked:
-    # `--strategy probe` never pays for the fit.
-    twin: "Callable[[], Holdout] | None" = None
-    held: "Holdout | None" = field(default=None, init=False, repr=False)
-
-    @property
-    def cross_validated(self) -> bool:
-        return "cv" in self.details
-
-    def holdout(self) -> "Holdout | None":
-        """The twin (fitted now if it was not yet; then the train features it held are let go), or None."""
-        if self.twin is not None:
-            self.held, self.twin = self.twin(), None
-        return self.held
-
-    def start_state(self) -> dict:
-        held = self.holdout()
-        return held.head_state if held is not None else self.model.head.state_dict()
-
-    @property
-    def score(self) -> float:
-        return self.val_acc if self.val_score is None else self.val_score
-
-
-@dataclass
-class TrainContext:
-    """What a strategy run needs besides its record: data, settings, device, checkpoints, time, earlier results."""
-
-    splits: "Splits"
-    config: "TrainConfig"
-    device: "torch.device"
-    checkpoints: "Checkpoints | None" = None
-    progress: bool = True
-    deadline: float | None = None
-    results: list[StrategyResult] = field(default_factory=list)
-
-    def fit_kw(self, strategy: Strategy, epochs: int | None = None, on_epoch: Callable | None = None
-               ) -> dict[str, Any]:
-        from ._loop import class_weights
-
-        c = self.config
-        return dict(epochs=epochs or strategy.epochs(c), weight_decay=c.weight_decay,
-                    warmup_epochs=strategy.warmup_epochs, label_smoothing=c.label_smoothing,
-                    class_weights=class_weights(self.splits, c.balance), patience=c.patience,
-                    progress=self.progress, name=strategy.name, deadline=self.deadline, on_epoch=on_epoch,
-                    device=self.device, checkpoints=self.checkpoints, metric=c.metric, sync_bn=c.sync_bn)
-
-
-def check_applies(strategy: str, given: set[str]) -> None:
-    """Settings the user gave explicitly must be used by ``strategy`` (a flag that silently does nothing is a bug
-    in the user's command, and they deserve to hear about it)."""
-    for setting in sorted(given):
-        users = [s.name for s in STRATEGIES.values() if setting in s.settings]
-        if setting in AUTO_SETTINGS:
-            users = [AUTO]
-        if not users or strategy in users or (strategy == AUTO and setting not in AUTO_SETTINGS):
-            continue
-        raise HeadstartError(
-            f"--{setting.replace('_', '-')} does not apply to strategy {strategy!r} (it is used by "
-            f"{', '.join(users)}). Drop it, or choose --strategy {users[0]}" + (" (or auto)." if users[0] != AUTO
-                                                                              else "."))
-
 
 def run_strategy(name: str, ctx: TrainContext) -> StrategyResult:
     if name not in STRATEGIES:
@@ -146,7 +45,7 @@ def run_strategy(name: str, ctx: TrainContext) -> StrategyResult:
 
 # -- shared pieces --------------------------------------------------------------------------------------------
 
-def _base(config: "TrainConfig", classes: list[str], head: str) -> "HeadstartModel":
+def _base(config: TrainConfig, classes: list[str], head: str) -> "HeadstartModel":
     import torch
 
     from ..models import create_model
@@ -203,7 +102,7 @@ def _native(ctx: TrainContext) -> TrainContext:
     return ctx if side is None else replace(ctx, config=replace(c, input_shape=(side, side, 3)))
 
 
-def _on_images(config: "TrainConfig") -> bool:
+def _on_images(config: TrainConfig) -> bool:
     return config.augment not in (None, "none")
 
 
@@ -214,20 +113,20 @@ def _result(strategy: Strategy, model, hist, **details) -> StrategyResult:
 
 # -- parameter groups (each freezes what does not train and returns AdamW groups) -------------------------------
 
-def head_groups(model: "HeadstartModel", config: "TrainConfig") -> list[dict]:
+def head_groups(model: "HeadstartModel", config: TrainConfig) -> list[dict]:
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     return [{"params": list(model.head.parameters()), "lr": config.lr}]
 
 
-def partial_groups(model: "HeadstartModel", config: "TrainConfig") -> list[dict]:
+def partial_groups(model: "HeadstartModel", config: TrainConfig) -> list[dict]:
     freeze_before(model, cut_point(model, config)[1])
     backbone = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
     return [{"params": backbone, "lr": config.lr * config.backbone_lr_mult},
             {"params": list(model.head.parameters()), "lr": config.lr}]
 
 
-def layerwise_groups(model: "HeadstartModel", config: "TrainConfig") -> list[dict]:
+def layerwise_groups(model: "HeadstartModel", config: TrainConfig) -> list[dict]:
     """AdamW groups: the head at ``lr``; the last stage at ``lr × backbone_lr_mult``, each earlier stage
     ``× layer_decay`` more.
 
@@ -256,7 +155,7 @@ def layerwise_groups(model: "HeadstartModel", config: "TrainConfig") -> list[dic
     return groups
 
 
-def cut_point(model: "HeadstartModel", config: "TrainConfig") -> tuple[str, str]:
+def cut_point(model: "HeadstartModel", config: TrainConfig) -> tuple[str, str]:
     """(layer name to capture, module path of the cut): everything from the cut on trains."""
     from ..models import stage_paths
 
@@ -341,7 +240,8 @@ def _run_finetune(strategy: Strategy, ctx: TrainContext) -> StrategyResult:
     if head is None:
         spec = ctx.config.head
         # its head stage: fitted on train, early-stopped on val (folds would only be refitted away)
-        head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None, cv_folds=0)))
+        head = run_strategy("head", replace(ctx, config=replace(ctx.config, augment=None, cv_folds=0),
+                                            should_stop=None))
     r = _run_on_images(strategy, ctx, head_state=head.start_state(), head=spec)
     held = head.held if head.held is not None and head.held.val_acc is not None else None
     r.details["head_first"] = (f"{head.name} (fitted on train only): {held.val_acc:.4f} val" if held else
@@ -415,23 +315,19 @@ def _run_on_images(strategy: Strategy, ctx: TrainContext, head_state: dict | Non
     return _result(strategy, model, hist, augment=augment, input_size=list(model.config.input_shape[:2]))
 
 
-# Settings of the epoch loop (finetune uses `epochs` for its head stage).
-_LOOP = ("epochs", "lr", "patience", "batch_size", "weight_decay", "label_smoothing")
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("probe", "logistic regression on pooled features of every view (C, views, power norm chosen by "
-             "k-fold cross-validation)", "cached features", settings=("views", "power_norm", "cv_folds"),
+             "k-fold cross-validation)", "cached features", settings=STRATEGY_SETTINGS["probe"],
              run=_run_probe),
     Strategy("head", "a new head (--head) on a frozen backbone (k-fold cross-validated on cached features)",
              "cached features; images with --augment",
-             settings=("head", "augment", "bn", "cv_folds", *_LOOP), run=_run_head, epochs_setting="epochs",
+             settings=STRATEGY_SETTINGS["head"], run=_run_head, epochs_setting="epochs",
              param_groups=head_groups),
     Strategy("partial", "the last K stages (--unfreeze-stages) or everything from --unfreeze-from LAYER",
              "cached activations at the cut, at the images' own size when larger; images with --augment",
-             settings=("head", "augment", "bn", "unfreeze_from", "unfreeze_stages", "backbone_lr_mult", *_LOOP),
-             run=_run_partial, epochs_setting="epochs", param_groups=partial_groups),
+             settings=STRATEGY_SETTINGS["partial"], run=_run_partial, epochs_setting="epochs", param_groups=partial_groups),
     Strategy("finetune", "every layer, layer-wise learning rates, head first then all (gradual unfreezing)",
              "augmented images",
-             settings=("head", "augment", "bn", "finetune_epochs", "backbone_lr_mult", "layer_decay", *_LOOP),
-             run=_run_finetune, epochs_setting="finetune_epochs", warmup_epochs=0.25,  # the head arrives trained
+             settings=STRATEGY_SETTINGS["finetune"], run=_run_finetune, epochs_setting="finetune_epochs", warmup_epochs=0.25,  # the head arrives trained
              param_groups=layerwise_groups, head_first=True),
 )}

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import HeadstartError
-from ._config import TrainConfig
-from ._strategies import AUTO, STRATEGIES, StrategyResult, TrainContext, run_strategy
+from ._choose import choose_winner, say_choice, scored
+from ._config import AUTO, TrainConfig
+from ._context import StrategyResult, TrainContext
+from ._strategies import run_strategy
 
 if TYPE_CHECKING:
     from ..models import HeadstartModel
@@ -30,46 +30,6 @@ class TrainResult:
     table: list[dict[str, Any]] = field(default_factory=list)
     model: "HeadstartModel | None" = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, cause): images that could not be read
-
-
-def choose_winner(results: Sequence[StrategyResult]) -> StrategyResult:
-    """The cheapest strategy whose score is within one standard error of the best score (the one-standard-error
-    rule), comparing scores measured on the same images; validation or cross-validation only.
-
-    A lead smaller than the noise of its measurement is no reason to take the costlier model, whose validation
-    score is also the best of its epochs (chosen on those same images): on ELPV's 295 validation images the
-    standard error of an 88 % accuracy is 1.9 points, while the probe's 5-fold score rests on all 1,968 training
-    images. The cross-validated strategies (same folds) are compared first; the best of them then meets the
-    strategies scored on the validation split with its twin's score there (:mod:`._cv`): a cross-validated mean
-    and one easy validation split are not the same measurement (Fashion-MNIST, split 3: a head's 88.0 % on val
-    beat the probe's 86.1 % CV, and lost on test).
-    """
-    cv = [r for r in results if r.cross_validated]
-    rest = [r for r in results if not r.cross_validated]
-    if not cv or not rest:
-        return _one_se(results, {id(r): (r.score, r.n_scored) for r in results})
-    cheap = _cv_winner(cv)
-    held = cheap.holdout()
-    if held is None or held.val_score is None:  # no validation split to meet on (--val-split 0)
-        return _one_se(results, {id(r): (r.score, r.n_scored) for r in results})
-    scores = {id(r): (r.score, r.n_scored) for r in rest}
-    scores[id(cheap)] = (held.val_score, max(r.n_scored for r in rest))
-    return _one_se([cheap, *rest], scores)
-
-
-def _cv_winner(cv: Sequence[StrategyResult]) -> StrategyResult:
-    """The one-standard-error choice among the cross-validated strategies (the same folds)."""
-    return _one_se(cv, {id(r): (r.score, r.n_scored) for r in cv})
-
-
-def _one_se(results: Sequence[StrategyResult], scores: dict[int, tuple[float, int]]) -> StrategyResult:
-    """The one-standard-error rule over ``scores`` (id of a result → its score and the images it rests on)."""
-    order = list(STRATEGIES)
-    best = max(results, key=lambda r: (round(scores[id(r)][0], 6), -order.index(r.name)))
-    top, n = scores[id(best)]
-    p = min(max(top, 0.0), 1.0)
-    se = math.sqrt(p * (1 - p) / n) if n else 0.0
-    return min((r for r in results if scores[id(r)][0] >= top - se - 1e-9), key=lambda r: order.index(r.name))
 
 
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None, *,
@@ -118,11 +78,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         say(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images, classes "
             f"{', '.join(splits.classes)} (imbalance {splits.imbalance():.2f}×); device {device}")
         ctx = TrainContext(splits, config, device, ckpt, progress)
-        results = _run_strategies(ctx, say)
+        results, plan = _run_strategies(ctx, say, given)
         winner = choose_winner(results)
-        _say_choice(winner, results, config.metric, say)
+        say_choice(winner, results, config.metric, say)
         _warn_test_copies(splits, index)  # the model is chosen: now the test images may be read
-        result = _finish(out, winner, results, ctx, say, index)
+        result = _finish(out, winner, results, ctx, say, index, plan)
         if main:
             ckpt.clear()
     if main:
@@ -170,40 +130,19 @@ def _refuse_finished(out: Path, resume: bool, overwrite: bool) -> None:
                              f"train it again, or choose another --out.")
 
 
-def _run_strategies(ctx: TrainContext, say) -> list[StrategyResult]:
+def _run_strategies(ctx: TrainContext, say, given: set[str] | None):
+    """One strategy, or auto's planned search (:mod:`._auto`); the results and the plan (None without auto)."""
     import torch
+
+    from ._auto import run_auto
 
     config = ctx.config
     torch.manual_seed(config.seed)
     if config.strategy != AUTO:
         r = run_strategy(config.strategy, ctx)
-        say(f"{r.name}: {_scored(r, config.metric)} in {r.seconds:.0f} s")
-        return [r]
-    spent = ctx.checkpoints.spent() if ctx.checkpoints is not None else 0.0  # a resumed run keeps its budget
-    deadline = time.perf_counter() + config.budget - spent
-    for name in STRATEGIES:
-        left = deadline - time.perf_counter()
-        if _agree(left <= 0) and ctx.results:  # the first strategy always runs: auto must return a model
-            say(f"auto: budget of {config.budget:.0f} s spent; skipping {name}")
-            continue
-        say(f"auto: {name} ({left:.0f} s of budget left)")
-        r = run_strategy(name, replace(ctx, deadline=deadline))
-        say(f"auto: {name}: {_scored(r, config.metric)} in {r.seconds:.0f} s")
-        ctx.results.append(r)
-    return ctx.results
-
-
-def _agree(flag: bool) -> bool:
-    """Under torchrun, a clock-based choice is made by all ranks together (they must run the same strategies)."""
-    from ..distributed import any_rank, launched
-
-    return any_rank(flag) if launched() else flag
-
-
-def _scored(r: StrategyResult, metric: str) -> str:
-    """What a strategy's score rests on: k-fold cross-validation (mean ± std) or the validation split."""
-    cv = r.details.get("cv")
-    return f"cross-validated {cv}" if cv else f"val {metric.replace('_', ' ')} {r.score:.2%}"
+        say(f"{r.name}: {scored(r, config.metric)} in {r.seconds:.0f} s")
+        return [r], None
+    return run_auto(ctx, say, frozenset(given or ()))
 
 
 def _train_only(r: StrategyResult, metric: str) -> dict[str, float]:
@@ -213,22 +152,8 @@ def _train_only(r: StrategyResult, metric: str) -> dict[str, float]:
     return {"train_only_val_accuracy": round(r.held.val_acc, 4), f"train_only_val_{metric}": round(r.held.val_score, 4)}
 
 
-def _say_choice(winner: StrategyResult, results: Sequence[StrategyResult], metric: str, say) -> None:
-    """How the winner was chosen, when cross-validated strategies met ones scored on the validation split."""
-    cv = [r for r in results if r.cross_validated]
-    rest = [r for r in results if not r.cross_validated]
-    cheap = _cv_winner(cv) if cv else None
-    if cheap is None or not rest or cheap.held is None or cheap.held.val_score is None:
-        return
-    m = metric.replace("_", " ")
-    on_val = ", ".join([f"{cheap.name} (fitted on train only) {cheap.held.val_score:.2%}"] +
-                       [f"{r.name} {r.score:.2%}" for r in rest])
-    say(f"auto: on the validation split ({m}): {on_val}; chose {winner.name} (the cheapest within one standard "
-        f"error of the best)")
-
-
 def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult], ctx: TrainContext, say,
-            index=None) -> TrainResult:
+            index=None, plan=None) -> TrainResult:
     from ..evaluate import evaluate_items
     from ..inference import predictor_for
     from ..run import hash_images, save_run
@@ -244,7 +169,8 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
               "seconds": round(r.seconds, 1), **r.details, **_train_only(r, config.metric)} for r in results]
     metrics = {"strategy": winner.name, "val_accuracy": winner.val_acc, "metric": config.metric,
                "val_score": winner.score, "device": str(ctx.device), "strategies": table, "test": test,
-               "histories": {r.name: r.history.to_dict() for r in results if r.history}}
+               "histories": {r.name: r.history.to_dict() for r in results if r.history},
+               **({"plan": plan.to_dict()} if plan is not None else {})}
     record = {**config.to_dict(), "data": splits.source, "split_counts": splits.counts(), "classes": splits.classes}
     train_seen, bad_train = hash_images(it.path for it in splits.train)
     val_seen, bad_val = hash_images(it.path for it in splits.val)
