@@ -483,3 +483,54 @@ def test_partial_trains_at_the_images_native_size_and_the_others_at_the_weights(
                for i, preds in enumerate(loaded) for top in preds)
     r = train(root, tmp_path / "given", strategy="partial", input_shape=(64, 64, 3), **fast)
     assert r.model.config.input_shape == (64, 64, 3)  # --input-shape wins
+
+
+def test_partial_and_finetune_predict_with_the_views_that_lead_on_val(textures, monkeypatch):
+    """Issue 25, item 5: a trained partial/finetune model takes the probe's views only when they lead on the
+    validation split by more than a paired standard error; the per-view probabilities are the model's own (view 0
+    is the plain image), and the choice is what the run's config.json records and `predict` averages."""
+    from headstart.data import load_splits
+    from headstart.models import create_model
+    from headstart.training import _strategies
+    from headstart.training._strategies import StrategyResult, TrainContext
+
+    splits = load_splits(textures, val_split=0.4, test_split=0.0, seed=0)
+    config = TrainConfig(model="test_efficientnet", weights=None, input_shape=(32, 32, 3), workers=0)
+
+    def model(views="none"):
+        m = create_model("test_efficientnet", weights=None, include_top=False, input_shape=(32, 32, 3),
+                         head="avg", classes=2)
+        m.class_names, m.views = list(splits.classes), views
+        return m
+
+    probe = StrategyResult("probe", model("dihedral"), 0.9, 0.0)
+    ctx = TrainContext(splits, config, torch.device("cpu"), progress=False, results=[probe])
+    trained = model()
+    p, y = _strategies._view_probabilities(trained, ctx, "dihedral")
+    assert p.shape == (8, len(splits.val), 2) and np.allclose(p.sum(2), 1, atol=1e-5)
+    with torch.no_grad():
+        plain = torch.softmax(trained.eval()(trained.preprocess([it.path for it in splits.val])), 1).numpy()
+    assert np.allclose(p[0], plain, atol=1e-5)  # view 0: exactly what the model predicts without views
+    n = len(y)
+    right = np.where(np.eye(2)[y] == 1, 0.9, 0.1)  # confident and right
+    wrong = np.where(np.eye(2)[y] == 1, 0.4, 0.6)  # a little wrong
+
+    def fake(per_view):
+        monkeypatch.setattr(_strategies, "_view_probabilities", lambda m, c, v: (per_view, y))
+        r = StrategyResult("partial", model(), 0.5, 0.0, val_score=0.5)
+        return _strategies._with_test_views(r, ctx)
+
+    # the plain view a little wrong on every image, the others right: the views lead by far
+    r = fake(np.stack([wrong] + [right] * 7))
+    assert r.model.views == "hflip" and r.val_score == 1.0 and r.details["val_by_views"]["none"] == 0.0
+    assert r.details["val_by_views"]["dihedral"] == 1.0  # as good, but more views: the fewer win the tie
+    # one image better with hflip (and one worse with all 8): a one-image lead is within the noise
+    plain, other = right.copy(), right.copy()
+    plain[0], other[1] = wrong[0], wrong[1]
+    r = fake(np.stack([plain] + [other] * 7))
+    assert r.details["val_by_views"] == {"none": round((n - 1) / n, 4), "hflip": 1.0, "dihedral": round((n - 1) / n, 4)}
+    assert r.model.views == "none" and r.val_score == 0.5
+    # no views chosen before (digits: orientation matters): nothing is scored at all
+    ctx.results[:] = [StrategyResult("probe", model("none"), 0.9, 0.0)]
+    monkeypatch.setattr(_strategies, "_view_probabilities", lambda *a: pytest.fail("scored views"))
+    assert _strategies._with_test_views(StrategyResult("partial", model(), 0.5, 0.0), ctx).model.views == "none"

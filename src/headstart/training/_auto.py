@@ -84,11 +84,17 @@ def make_plan(ctx: TrainContext, budget: float, given: frozenset[str] = frozense
     from ._probe import norm_candidates, view_candidates
     from ._strategies import _base, _native, cut_point
 
+    from ._recipes import recipe_for
+
     c, s = ctx.config, ctx.splits
+    recipe = recipe_for(ctx)
     model = _base(c, s.classes, c.head)
     side = model.preprocessing.input_size[0]
     native = _native(ctx).config.input_shape
-    sides = {"probe": side, "head": side, "finetune": side, "partial": native[0] if native else side}
+    native_side = native[0] if native else side
+    # the gpu recipe fine-tunes at the images' own size, as partial does (benchmarks/finetune_gpu.py: 300 px)
+    sides = {"probe": side, "head": side, "finetune": native_side if recipe.resident else side,
+             "partial": native_side}
     cut = cut_point(model, c)[1]
     measured = measure(ctx, model, sides, cut)
     n_train, n_val = len(s.train), len(s.val)
@@ -101,17 +107,22 @@ def make_plan(ctx: TrainContext, budget: float, given: frozenset[str] = frozense
     head_fits = (c.cv_folds + 2) if c.cv_folds >= 2 else 1
     head_epoch = HEAD_SECONDS_PER_IMAGE_EPOCH * n * head_fits
     partial_epoch = n_train / measured.partial_step[sides["partial"]] + n_val / fwd("partial")
-    partial_fixed = n / fwd("partial") + decode
-    finetune_epoch = max(n_train / measured.train_step[sides["finetune"]] + n_val / fwd("finetune"), decode)
+    partial_fixed = n / fwd("partial") + decode  # its cache: the activations at the cut, once
+    finetune_epoch = n_train / measured.train_step[sides["finetune"]] + n_val / fwd("finetune")
+    if recipe.resident:  # decoded once, then the frozen prefix runs forward every step
+        partial_epoch += n_train / fwd("partial")
+    else:  # one worker decodes every image every epoch, beside the step
+        finetune_epoch = max(finetune_epoch, decode)
     cands = [
         Candidate("probe", side, f"{len(VIEW_SETS[views])} view{'s' * (len(VIEW_SETS[views]) > 1)}", probe, probe,
                   None),
         Candidate("head", side, c.head, head_epoch * c.epochs, head_epoch * MIN_EPOCHS, head_epoch),
         Candidate("partial", sides["partial"], f"from {cut.removeprefix('backbone.')}",
-                  partial_fixed + partial_epoch * c.epochs, partial_fixed + partial_epoch * MIN_EPOCHS,
-                  partial_epoch),
-        Candidate("finetune", side, "every layer", finetune_epoch * c.finetune_epochs, finetune_epoch * MIN_EPOCHS,
-                  finetune_epoch),
+                  partial_fixed + partial_epoch * _max_epochs("partial", ctx),
+                  partial_fixed + partial_epoch * MIN_EPOCHS, partial_epoch),
+        Candidate("finetune", sides["finetune"], f"every layer, {recipe.name} recipe",
+                  decode * recipe.resident + finetune_epoch * _max_epochs("finetune", ctx),
+                  decode * recipe.resident + finetune_epoch * MIN_EPOCHS, finetune_epoch),
     ]
     plan = Plan(budget, measured, cands)
     _decide(plan, ctx, budget, given)
@@ -142,15 +153,21 @@ def _fits(cand: Candidate, ctx: TrainContext, left: float, given: frozenset[str]
                            f"--finetune-epochs N runs it anyway)")
     if cand.epoch_seconds is None:
         return True, f"fits ({max(left, 0):.0f} s left)"
-    epochs = min(_max_epochs(cand, ctx), int(max(left - (cand.minimum - MIN_EPOCHS * cand.epoch_seconds), 0)
+    epochs = min(_max_epochs(cand.strategy, ctx), int(max(left - (cand.minimum - MIN_EPOCHS * cand.epoch_seconds), 0)
                                               // max(cand.epoch_seconds, 1e-9)))
     if cand.strategy == "head" and ctx.config.cv_folds >= 2 and ctx.config.augment in (None, "none"):
         return True, f"{ctx.config.cv_folds}-fold cross-validated on cached features, up to {epochs} epochs"
     return True, f"up to {epochs} epochs; stopped once it can no longer win"
 
 
-def _max_epochs(cand: Candidate, ctx: TrainContext) -> int:
-    return ctx.config.finetune_epochs if cand.strategy == "finetune" else ctx.config.epochs
+def _max_epochs(strategy: str, ctx: TrainContext) -> int:
+    """The epochs an epoch-trained strategy asks for, under this device's recipe."""
+    from ._recipes import epochs_for, recipe_for
+
+    recipe = recipe_for(ctx)
+    return epochs_for(recipe, ctx, "finetune_epochs" if strategy == "finetune" else "epochs") \
+        if recipe.resident and strategy in ("partial", "finetune") else \
+        (ctx.config.finetune_epochs if strategy == "finetune" else ctx.config.epochs)
 
 
 class LosingBound:
@@ -219,4 +236,4 @@ def _losing_bound(results: Sequence[StrategyResult], cand: Candidate, ctx: Train
     held = best.holdout() if best.cross_validated else None
     score = held.val_score if held is not None and held.val_score is not None else best.score
     n = len(ctx.splits.val)
-    return LosingBound(score + one_se_margin(score, n), _max_epochs(cand, ctx))
+    return LosingBound(score + one_se_margin(score, n), _max_epochs(cand.strategy, ctx))

@@ -25,8 +25,8 @@ _LOOP = ("epochs", "lr", "patience", "batch_size", "weight_decay", "label_smooth
 STRATEGY_SETTINGS: dict[str, tuple[str, ...]] = {
     "probe": ("views", "power_norm", "cv_folds"),
     "head": ("head", "augment", "bn", "cv_folds", *_LOOP),
-    "partial": ("head", "augment", "bn", "unfreeze_from", "unfreeze_stages", "backbone_lr_mult", *_LOOP),
-    "finetune": ("head", "augment", "bn", "finetune_epochs", "backbone_lr_mult", "layer_decay", *_LOOP),
+    "partial": ("head", "augment", "bn", "unfreeze_from", "unfreeze_stages", "backbone_lr_mult", "recipe", *_LOOP),
+    "finetune": ("head", "augment", "bn", "finetune_epochs", "backbone_lr_mult", "layer_decay", "recipe", *_LOOP),
 }
 STRATEGY_NAMES = tuple(STRATEGY_SETTINGS)
 STRATEGY_CHOICES = (*STRATEGY_NAMES, AUTO)
@@ -67,6 +67,11 @@ class TrainConfig:
                                   choices=("none", "light", "strong"), group="optimization")
     bn: str = setting("frozen", "BatchNorm statistics when layers train on images: frozen (Keras' advice for "
                       "small data) or train", choices=("frozen", "train"), group="optimization")
+    recipe: str = setting("auto", "how partial/finetune train on this device: cpu (PIL loader, light augmentation, "
+                          "BatchNorm statistics frozen, 3 finetune epochs), gpu (images held on the device and "
+                          "augmented there, BatchNorm trained, EMA, 30 epochs) or auto (gpu on CUDA, else cpu); "
+                          "settings you give win over the recipe's", choices=("auto", "cpu", "gpu"),
+                          group="optimization")
     patience: int = setting(5, "early-stopping patience in epochs", minimum=1, group="optimization")
     balance: str = setting("auto", "class-weighted loss (auto: on when the largest class is > 1.5× the smallest)",
                            choices=("auto", "on", "off"), group="optimization")

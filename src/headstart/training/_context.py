@@ -97,6 +97,7 @@ class TrainContext:
     # ``auto``'s stop rule for an epoch-trained candidate (:class:`._auto.LosingBound`): after each epoch,
     # ``should_stop(epoch, history)`` True ends the training loop. None: train to the epochs or early stopping.
     should_stop: "Callable[[int, History], bool] | None" = None
+    given: frozenset = frozenset()  # the settings the user chose explicitly (they win over a recipe's)
 
     def fit_kw(self, strategy: Strategy, epochs: int | None = None, on_epoch: Callable | None = None
                ) -> dict[str, Any]:

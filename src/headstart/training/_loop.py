@@ -126,7 +126,7 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
         class_weights: torch.Tensor | None = None, patience: int = 4, metric: str = "accuracy",
         progress: bool = True, deadline: float | None = None,
         on_epoch: Callable[[int], None] | None = None, sync_bn: bool = False,
-        should_stop: Callable[[int, History], bool] | None = None) -> History:
+        should_stop: Callable[[int, History], bool] | None = None, ema_decay: float | None = None) -> History:
     """Train ``module`` in place on ``device``; the weights of the best validation epoch are restored at the end.
 
     ``param_groups`` are AdamW groups with their own ``lr`` (e.g. backbone lower than head). ``checkpoints``
@@ -136,7 +136,9 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     cosine to the epochs that do (:class:`_Budget`), so the last one ends at a low LR. ``on_epoch(e)``
     runs before each epoch (gradual unfreezing); ``should_stop(e, history)``, after each validated epoch, ends
     training when True (``auto``'s rule for a candidate that can no longer win; ``history.pruned``). ``metric``
-    (accuracy | balanced_accuracy) picks the best epoch.
+    (accuracy | balanced_accuracy) picks the best epoch. ``ema_decay``: an exponential moving average of the
+    weights (timm's ``ModelEmaV3``), updated every step, is what is validated and kept (the ``gpu`` recipe); a
+    resumed run restarts it from the weights it resumes.
     ``val_loader=None``: a refit on every image (cross-validation chose ``epochs``): no validation, no early
     stopping, the last epoch's weights are kept.
 
@@ -172,6 +174,8 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
             saved_at[0] = time.perf_counter()
 
     hist, budget = run.hist, _Budget(deadline, ranks)
+    ema = _ema(module, ema_decay)
+    kept = ema.module if ema is not None else module  # what is validated, and whose best weights are kept
     with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
         for epoch in range(run.start_epoch, epochs if not run.finished else 0):
             if not budget.next_epoch_fits(epoch, run, sched, epochs, steps_per_epoch):
@@ -181,14 +185,14 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 on_epoch(epoch)
             tloss, tacc = _train_epoch(ranks.net(module), train_loader, opt, sched, loss_fn, device, deadline,
                                        lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None),
-                                       ranks)
+                                       ranks, ema)
             if val_loader is None:
                 hist.train_loss.append(tloss)
                 hist.train_acc.append(tacc)
             else:
-                vloss, vacc, logits, targets = ranks.validate(module, val_loader, device, eval_loss)
+                vloss, vacc, logits, targets = ranks.validate(kept, val_loader, device, eval_loss)
                 vscore = score(targets, logits.argmax(1), metric, logits.shape[1]) if len(logits) else 0.0
-                run.record(module, epoch, tloss, tacc, vloss, vacc, vscore)
+                run.record(kept, epoch, tloss, tacc, vloss, vacc, vscore)
             run.last_epoch_seconds = time.perf_counter() - budget.epoch_start
             late = deadline is not None and ranks.agree(time.perf_counter() > deadline)  # a collective: every rank
             # the scores are the same on every rank (gathered), so is this decision; agreed anyway, as the clock is
@@ -202,9 +206,19 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     ranks.close(module)
     if run.best_state is not None:
         module.load_state_dict(run.best_state)
+    elif ema is not None:  # a refit (no validation): the average is the model
+        module.load_state_dict(ema.module.state_dict())
     module.to(memory_format=torch.contiguous_format)
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def _ema(module: nn.Module, decay: float | None):
+    if decay is None:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(module, decay=decay)
 
 
 def _optimizer(param_groups: list[dict], weight_decay: float, total: int, warm: int):
@@ -302,7 +316,7 @@ class _Run:
 
 
 def _train_epoch(module: nn.Module, loader, opt, sched, loss_fn, device: torch.device, deadline: float | None,
-                 report: Callable[[float, float], None], ranks: "_Ranks") -> tuple[float, float]:
+                 report: Callable[[float, float], None], ranks: "_Ranks", ema=None) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, accuracy). Stops early once past ``deadline``."""
     module.train()
     seen, correct, loss_sum = 0, 0, 0.0
@@ -319,6 +333,8 @@ def _train_epoch(module: nn.Module, loader, opt, sched, loss_fn, device: torch.d
         (loss * share if share != 1.0 else loss).backward()
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update(getattr(module, "module", module))  # the unwrapped module under DDP
         seen += len(y)
         correct += (logits.argmax(1) == y).sum().item()
         loss_sum += loss.item() * len(y)

@@ -77,8 +77,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
             say(f"resuming from the checkpoints in {ckpt.root}")
         say(f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images, classes "
             f"{', '.join(splits.classes)} (imbalance {splits.imbalance():.2f}×); device {device}")
-        ctx = TrainContext(splits, config, device, ckpt, progress)
-        results, plan = _run_strategies(ctx, say, given)
+        # settings given in the call count as chosen too: they win over a recipe's (not checked: see .check)
+        chosen = frozenset(given or ()) | frozenset(overrides)
+        ctx = TrainContext(splits, config, device, ckpt, progress, given=chosen)
+        results, plan = _run_strategies(ctx, say, chosen)
         winner = choose_winner(results)
         say_choice(winner, results, config.metric, say)
         _warn_test_copies(splits, index)  # the model is chosen: now the test images may be read
