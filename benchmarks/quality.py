@@ -106,7 +106,26 @@ def fashion_items(work: Path, per_class: int = 200) -> tuple[list[Item], list[st
     return items, list(FASHION_CLASSES)
 
 
-DATASETS = {"elpv": elpv_items, "digits": digits_items, "fashion": fashion_items}
+PHOTOS_REPO, PHOTOS_COMMIT = "Huy-Ngo/dogs-vs-cats", "2753348d0473157d8b5a2797d09cbc649cf7da16"
+
+
+def photos_items(work: Path, per_class: int = 1400) -> tuple[list[Item], list[str]]:
+    """Natural photos: cats and dogs (the Kaggle/Asirra photos as re-uploaded CC0 by tongpython; repository
+    ``github:Huy-Ngo/dogs-vs-cats`` at the commit above, MIT code), the first ``per_class`` of each class of its
+    training set: 2,800 photos of 33–1,050 px, 2,100 training photos per split. Never copied into this repository:
+    ``HEADSTART_PHOTOS`` (or ``WORK/photos``) must hold its ``train_set``, extracted from the repository with
+    ``git --git-dir=GITDIR archive COMMIT train_set | tar -x -C WORK/photos``."""
+    root = Path(os.environ.get("HEADSTART_PHOTOS", work / "photos")) / "train_set"
+    if not root.is_dir():
+        raise SystemExit(f"photos: {root} is missing. Fetch github:{PHOTOS_REPO}, then `git --git-dir=GITDIR "
+                         f"archive {PHOTOS_COMMIT} train_set | tar -x -C {root.parent}`.")
+    classes = ["cats", "dogs"]
+    items = [Item(str(p), c) for c in classes
+             for p in sorted((root / c).glob("*.jpg"), key=lambda p: int(p.stem.split(".")[1]))[:per_class]]
+    return items, classes
+
+
+DATASETS = {"elpv": elpv_items, "digits": digits_items, "fashion": fashion_items, "photos": photos_items}
 
 
 def _lr_views(x, y, tr, te, views: int) -> float:

@@ -497,3 +497,46 @@ def _ctx_for(root):
     config = TrainConfig(**FAST).check()
     return TrainContext(load_splits(root, val_split=0.25, test_split=0.25), config, torch.device("cpu"),
                         progress=False)
+
+
+def test_an_interrupted_auto_keeps_the_best_so_far_and_resume_goes_on(tmp_path, three_classes, monkeypatch):
+    """Issue 25, item 8: Ctrl-C during partial leaves a complete run of the best so far (it predicts), marked
+    unfinished, with the checkpoints kept; --resume runs what the plan had left and finishes the run."""
+    import dataclasses
+
+    from headstart.training import _strategies
+
+    real = _strategies.STRATEGIES["partial"]
+
+    def interrupted(strategy, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(_strategies.STRATEGIES, "partial", dataclasses.replace(real, run=interrupted))
+    settings = dict(strategy="auto", progress=False, **{**FAST, "epochs": 3, "finetune_epochs": 1})
+    r = train(three_classes, tmp_path / "run", **settings)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert r.unfinished == "partial" and metrics["unfinished"] == "partial"
+    assert {t["strategy"] for t in r.table} == {"probe", "head"} and r.strategy in ("probe", "head")
+    assert (tmp_path / "run" / ".checkpoints").is_dir()
+    images = sorted(str(p) for p in three_classes.rglob("*.png"))[:2]
+    assert len(headstart.load(tmp_path / "run").predict(images)) == 2  # a complete run directory
+    with pytest.raises(headstart.HeadstartError, match="--resume"):
+        train(three_classes, tmp_path / "run", **settings)  # never silently starts over
+    monkeypatch.setitem(_strategies.STRATEGIES, "partial", real)
+    done = train(three_classes, tmp_path / "run", resume=True, **settings)
+    assert done.unfinished is None and {t["strategy"] for t in done.table} == {"probe", "head", "partial", "finetune"}
+    assert not (tmp_path / "run" / ".checkpoints").exists()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["unfinished"] is None
+
+
+def test_kill_during_a_candidate_stops_it_as_ctrl_c_does():
+    import os
+    import signal
+
+    from headstart.training._auto import _sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with _sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before

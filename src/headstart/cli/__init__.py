@@ -38,7 +38,7 @@ EPILOG = """examples:
   headstart extract photos/ --out feats/            # features of every image, resumable
   headstart data elpv data/elpv                     # real demo data (solar cells)
   headstart doctor data/elpv --out checks/          # label issues, duplicates, train/test leaks
-  headstart train data/elpv --out runs/elpv         # auto: tries 4 strategies, keeps the best
+  headstart train data/elpv --out runs/elpv         # auto: plans, tries 4 strategies, keeps the best
   headstart predict runs/elpv cell.png              # use the trained model
   headstart export runs/elpv                        # ONNX file, parity-checked; predict then uses it
   headstart cache --clear activations onnx          # sizes of / clearing $HEADSTART_HOME

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import add_setting_arguments, api_only_fields, settings_from_args
-from ..training import STRATEGIES, TrainConfig
+from ..training import AUTO_HELP, STRATEGIES, TrainConfig
 from ._common import report_skipped
 
 
@@ -18,7 +18,7 @@ def _epilog() -> str:
             "  headstart train photos/ --out runs/b --config runs/a/train_config.json --seed 1   # repeat a run\n"
             "  headstart train data/elpv --out runs/elpv --resume          # after an interruption\n"
             "  headstart train data/elpv --out runs/g --device cuda        # train on the GPU\n\n"
-            f"strategies:\n{strategies}\n  auto      all of them within --budget seconds, the best on validation\n\n"
+            f"strategies:\n{strategies}\n  auto      {AUTO_HELP}\n\n"
             f"settings without a flag (Python API only):{api_only}")
 
 
@@ -26,8 +26,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a classifier on your images (probe, head, partial, finetune or auto)",
         description="Train on a folder with one subfolder per class (or train/ val/ test/ subfolders, or a CSV "
-                    "path,label). The default strategy 'auto' runs probe, head, partial and finetune within "
-                    "--budget seconds, chooses on the validation split, and scores the test split once.",
+                    "path,label). The default strategy 'auto' measures this machine, plans which of probe, head, "
+                    "partial and finetune fit --budget seconds (printed; saved in metrics.json), stops those that "
+                    "can no longer win, chooses on training images only, and scores the test split once.",
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA", help="folder of class folders (optionally train/val/test), or a CSV")
     p.add_argument("--out", "-o", required=True, help="run directory to write")

@@ -14,6 +14,7 @@ Measured reasons for the plan's rules (benchmarks/RESULTS.md):
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AUTO_HELP", "Candidate", "Plan", "make_plan", "run_auto", "LosingBound", "CPU_FINETUNE_MIN_EPOCHS"]
 
-AUTO_HELP = ("auto: measure this machine on these images, plan what fits --budget (printed, and saved in "
+AUTO_HELP = ("measure this machine on these images, plan what fits --budget (printed, and saved in "
              "metrics.json), run the candidates cheapest first, stop those that can no longer win, and keep the "
              "cheapest within one standard error of the best")
 CPU_FINETUNE_MIN_EPOCHS = 10  # fewer epochs of every layer never beat the probe on a CPU (see the module doc)
@@ -60,6 +61,7 @@ class Plan:
     budget: float
     measured: Measured
     candidates: list[Candidate] = field(default_factory=list)
+    interrupted: str | None = None  # the candidate Ctrl-C or SIGTERM stopped (the run keeps the best so far)
 
     def lines(self) -> list[str]:
         m = self.measured
@@ -75,7 +77,7 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {"budget": self.budget, "measured": self.measured.to_dict(),
-                "candidates": [c.to_dict() for c in self.candidates]}
+                "candidates": [c.to_dict() for c in self.candidates], "interrupted": self.interrupted}
 
 
 def make_plan(ctx: TrainContext, budget: float, given: frozenset[str] = frozenset()) -> Plan:
@@ -217,7 +219,16 @@ def run_auto(ctx: TrainContext, say, given: frozenset[str] = frozenset()) -> tup
             continue
         say(f"auto: {cand.strategy} ({left:.0f} s of budget left)")
         stop = _losing_bound(results, cand, ctx)
-        r = run_strategy(cand.strategy, replace(ctx, deadline=deadline, results=results, should_stop=stop))
+        try:
+            with _sigterm_as_interrupt():
+                r = run_strategy(cand.strategy, replace(ctx, deadline=deadline, results=results, should_stop=stop))
+        except KeyboardInterrupt:
+            if not results or _launched():  # nothing to keep yet; under torchrun every rank must stop alike
+                raise
+            plan.interrupted, cand.outcome = cand.strategy, "interrupted"
+            say(f"auto: interrupted during {cand.strategy}: the run keeps the best so far, marked unfinished; "
+                f"`--resume` goes on with the plan from the last epoch checkpoint")
+            break
         cand.seconds = r.seconds
         pruned = r.history is not None and r.history.pruned
         cand.outcome = scored(r, config.metric) + (
@@ -226,6 +237,33 @@ def run_auto(ctx: TrainContext, say, given: frozenset[str] = frozenset()) -> tup
         say(f"auto: {cand.strategy}: {cand.outcome} in {r.seconds:.0f} s")
         results.append(r)
     return results, plan
+
+
+def _launched() -> bool:
+    from ..distributed import launched
+
+    return launched()
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """``kill`` (SIGTERM) during a candidate stops it as Ctrl-C does, so the best model so far is kept. Only the
+    main thread may set handlers; elsewhere nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _losing_bound(results: Sequence[StrategyResult], cand: Candidate, ctx: TrainContext) -> LosingBound | None:

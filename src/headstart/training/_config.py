@@ -38,7 +38,8 @@ class TrainConfig:
     """Everything `headstart train` accepts; saved as the run's resolved configuration."""
 
     model: str = setting("lite0", "model name; see `headstart models`", short="-m", group="model")
-    strategy: str = setting("auto", "probe, head, partial, finetune, or auto (all within --budget, best on val)",
+    strategy: str = setting("auto", "probe, head, partial, finetune, or auto (a plan of them within --budget, the "
+                            "best on training images only)",
                             choices=STRATEGY_CHOICES, short="-s", group="model")
     weights: str | None = setting("imagenet", "'imagenet' (default), 'none' for random init, or a "
                                   ".pth/.safetensors path", parse=parse_weights, group="model")
@@ -98,7 +99,9 @@ class TrainConfig:
                                "thumbnails): a split made here keeps them on one side, and a test split with copies "
                                "in train is named in a warning (--no-copy-check: skip; default on)",
                                group="data and budget")
-    budget: float = setting(840.0, "seconds for auto: the ELPV demo fits in 20 minutes on a 2-core CPU", above=0,
+    budget: float = setting(840.0, "seconds for auto; its plan fits the candidates to what this machine measures "
+                            "(the same default on a GPU, which fits more into it); the ELPV demo fits in 20 minutes "
+                            "on a 2-core CPU", above=0,
                             group="data and budget")
     workers: int | None = setting(None, "worker processes for feature extraction (default: one per core)",
                                   minimum=0, group="data and budget")

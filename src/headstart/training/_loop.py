@@ -156,24 +156,14 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     cw = class_weights.to(device) if class_weights is not None else None
     loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
-    ckpt, desc = checkpoints, name
     generator = getattr(train_loader, "generator", None)
-    restored = ckpt.restore(desc, module, opt, sched, generator) if ckpt is not None else None
+    restored = checkpoints.restore(name, module, opt, sched, generator) if checkpoints is not None else None
     run = _Run.from_checkpoint(*restored) if restored is not None else _Run()  # --resume: after the last epoch
-    if ckpt is not None and ckpt.resume:
+    if checkpoints is not None and checkpoints.resume:
         ranks.barrier()  # every rank has read the checkpoint before rank 0 may write the next one
     t0 = time.perf_counter() - run.hist.seconds
-
-    saved_at = [time.perf_counter()]
-    size = ckpt.size_of(module, opt, val_loader is not None) if ckpt is not None else 0
-
-    def checkpoint(epoch: int, done: bool) -> None:
-        if ckpt is not None and ranks.main and ckpt.worth_saving(size, time.perf_counter() - saved_at[0]):
-            run.hist.seconds = time.perf_counter() - t0
-            ckpt.save(desc, module, opt, sched, run.best_state, generator, run.to_checkpoint(epoch, done))
-            saved_at[0] = time.perf_counter()
-
-    hist, budget = run.hist, _Budget(deadline, ranks)
+    checkpoint = _Saver(checkpoints, ranks, name, module, opt, sched, generator, val_loader is not None, run, t0)
+    hist, budget, desc = run.hist, _Budget(deadline, ranks), name
     ema = _ema(module, ema_decay)
     kept = ema.module if ema is not None else module  # what is validated, and whose best weights are kept
     with _Bar(progress, desc, epochs * steps_per_epoch) as bar:
@@ -183,8 +173,8 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
                 break
             if on_epoch is not None:
                 on_epoch(epoch)
-            tloss, tacc = _train_epoch(ranks.net(module), train_loader, opt, sched, loss_fn, device, deadline,
-                                       lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None),
+            shown = lambda lo, ac, e=epoch: bar(e, lo, ac, hist.val_acc[-1] if hist.val_acc else None)  # noqa: E731
+            tloss, tacc = _train_epoch(ranks.net(module), train_loader, opt, sched, loss_fn, device, deadline, shown,
                                        ranks, ema)
             if val_loader is None:
                 hist.train_loss.append(tloss)
@@ -211,6 +201,27 @@ def fit(module: nn.Module, train_loader, val_loader, param_groups: list[dict], *
     module.to(memory_format=torch.contiguous_format)
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+class _Saver:
+    """``saver(epoch, done)``: the epoch's checkpoint, written by rank 0 when it is worth its cost
+    (``Checkpoints.worth_saving``: a save dearer than the training it protects waits)."""
+
+    def __init__(self, ckpt: "Checkpoints | None", ranks: "_Ranks", name: str, module, opt, sched, generator,
+                 validated: bool, run: "_Run", t0: float):
+        self.ckpt, self.ranks, self.name, self.run, self.t0 = ckpt, ranks, name, run, t0
+        self.module, self.opt, self.sched, self.generator = module, opt, sched, generator
+        self.size = ckpt.size_of(module, opt, validated) if ckpt is not None else 0
+        self.saved_at = time.perf_counter()
+
+    def __call__(self, epoch: int, done: bool) -> None:
+        ckpt = self.ckpt
+        if ckpt is None or not self.ranks.main or not ckpt.worth_saving(self.size, time.perf_counter() - self.saved_at):
+            return
+        self.run.hist.seconds = time.perf_counter() - self.t0
+        ckpt.save(self.name, self.module, self.opt, self.sched, self.run.best_state, self.generator,
+                  self.run.to_checkpoint(epoch, done))
+        self.saved_at = time.perf_counter()
 
 
 def _ema(module: nn.Module, decay: float | None):

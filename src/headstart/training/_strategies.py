@@ -314,6 +314,9 @@ def _with_test_views(result: StrategyResult, ctx: TrainContext) -> StrategyResul
     widest = getattr(best.model, "views", "none") if best is not None else "none"
     if widest == "none" or not ctx.splits.val:
         return result
+    if result.history is not None and result.history.pruned:  # auto stopped it: it cannot win; spare the passes
+        result.details["views"] = "none (stopped: it could no longer win)"
+        return result
     per_view, y = _view_probabilities(result.model, ctx, widest)
     if per_view is None:
         result.details["views"] = f"none (no time left to score {widest} on val)"
@@ -452,9 +455,11 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              param_groups=head_groups),
     Strategy("partial", "the last K stages (--unfreeze-stages) or everything from --unfreeze-from LAYER",
              "cached activations at the cut, at the images' own size when larger; images with --augment",
-             settings=STRATEGY_SETTINGS["partial"], run=_run_partial, epochs_setting="epochs", param_groups=partial_groups),
+             settings=STRATEGY_SETTINGS["partial"], run=_run_partial, epochs_setting="epochs",
+             param_groups=partial_groups),
     Strategy("finetune", "every layer, layer-wise learning rates, head first then all (gradual unfreezing)",
              "augmented images",
-             settings=STRATEGY_SETTINGS["finetune"], run=_run_finetune, epochs_setting="finetune_epochs", warmup_epochs=0.25,  # the head arrives trained
+             settings=STRATEGY_SETTINGS["finetune"], run=_run_finetune, epochs_setting="finetune_epochs",
+             warmup_epochs=0.25,  # the head arrives trained
              param_groups=layerwise_groups, head_first=True),
 )}

@@ -30,6 +30,7 @@ class TrainResult:
     table: list[dict[str, Any]] = field(default_factory=list)
     model: "HeadstartModel | None" = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, cause): images that could not be read
+    unfinished: str | None = None  # auto was interrupted during this candidate; the run is complete, resumable
 
 
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None, *,
@@ -85,8 +86,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         say_choice(winner, results, config.metric, say)
         _warn_test_copies(splits, index)  # the model is chosen: now the test images may be read
         result = _finish(out, winner, results, ctx, say, index, plan)
-        if main:
-            ckpt.clear()
+        result.unfinished = plan.interrupted if plan is not None else None
+        if main and not result.unfinished:
+            ckpt.clear()  # an interrupted auto keeps them: --resume goes on with the plan
+        elif main:
+            say(f"unfinished: {out} holds the best model so far ({winner.name}); to go on with the plan, run the "
+                f"same command with --resume")
     if main:
         _write_report(out, say)
     return result
@@ -172,7 +177,7 @@ def _finish(out: Path, winner: StrategyResult, results: Sequence[StrategyResult]
     metrics = {"strategy": winner.name, "val_accuracy": winner.val_acc, "metric": config.metric,
                "val_score": winner.score, "device": str(ctx.device), "strategies": table, "test": test,
                "histories": {r.name: r.history.to_dict() for r in results if r.history},
-               **({"plan": plan.to_dict()} if plan is not None else {})}
+               **({"plan": plan.to_dict(), "unfinished": plan.interrupted} if plan is not None else {})}
     record = {**config.to_dict(), "data": splits.source, "split_counts": splits.counts(), "classes": splits.classes}
     train_seen, bad_train = hash_images(it.path for it in splits.train)
     val_seen, bad_val = hash_images(it.path for it in splits.val)
