@@ -530,6 +530,12 @@ def test_partial_and_finetune_predict_with_the_views_that_lead_on_val(textures, 
     r = fake(np.stack([plain] + [other] * 7))
     assert r.details["val_by_views"] == {"none": round((n - 1) / n, 4), "hflip": 1.0, "dihedral": round((n - 1) / n, 4)}
     assert r.model.views == "none" and r.val_score == 0.5
+    # a candidate auto stopped (it could no longer win) is not scored under views either
+    from headstart.training._loop import History
+
+    monkeypatch.setattr(_strategies, "_view_probabilities", lambda *a: pytest.fail("scored views"))
+    stopped = StrategyResult("partial", model(), 0.5, 0.0, history=History(pruned=True))
+    assert _strategies._with_test_views(stopped, ctx).model.views == "none" and "stopped" in stopped.details["views"]
     # no views chosen before (digits: orientation matters): nothing is scored at all
     ctx.results[:] = [StrategyResult("probe", model("none"), 0.9, 0.0)]
     monkeypatch.setattr(_strategies, "_view_probabilities", lambda *a: pytest.fail("scored views"))

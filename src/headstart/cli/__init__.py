@@ -29,7 +29,7 @@ __all__ = ["main", "build_parser"]
 _COMMANDS = {"models": "_models", "summary": "_summary", "classify": "_classify", "extract": "_extract",
              "merge": "_merge", "data": "_data", "doctor": "_doctor", "train": "_train", "predict": "_predict", "evaluate": "_predict",
              "export": "_export", "cache": "_cache", "weights": "_weights", "explain": "_explain",
-             "report": "_report"}
+             "report": "_report", "serve": "_serve"}
 
 EPILOG = """examples:
   headstart models                                  # what is available, and usable offline now
@@ -41,6 +41,7 @@ EPILOG = """examples:
   headstart train data/elpv --out runs/elpv         # auto: plans, tries 4 strategies, keeps the best
   headstart predict runs/elpv cell.png              # use the trained model
   headstart export runs/elpv                        # ONNX file, parity-checked; predict then uses it
+  headstart serve runs/elpv                         # HTTP: /predict, /health, /metrics, a drop-an-image page
   headstart cache --clear activations onnx          # sizes of / clearing $HEADSTART_HOME
   headstart weights add vgg16-397923af.pth         # place downloaded weights on an offline machine
 

@@ -4,6 +4,7 @@ from ..lazy import attach as _attach
 __getattr__, __dir__ = _attach(__name__, {
     "IMAGE_EXTENSIONS": "._images:IMAGE_EXTENSIONS", "ImageInput": "._images:ImageInput",
     "load_image": "._images:load_image", "read_image_file": "._images:read_image_file",
+    "decode_bytes": "._images:decode_bytes",
     "Preprocessing": "._preprocess:Preprocessing", "AUGMENT": "._preprocess:AUGMENT",
     "Item": "._sources:Item", "SourceError": "._sources:SourceError", "read_source": "._sources:read_source",
     "read_exclude": "._sources:read_exclude",
@@ -16,7 +17,7 @@ __getattr__, __dir__ = _attach(__name__, {
     "copies_of": "._copies:copies_of",
 })
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageInput", "load_image", "read_image_file", "Preprocessing", "AUGMENT", "Item",
+__all__ = ["IMAGE_EXTENSIONS", "ImageInput", "load_image", "read_image_file", "decode_bytes", "Preprocessing", "AUGMENT", "Item",
            "SourceError", "read_source", "read_exclude", "Splits", "load_splits", "IMBALANCE_RATIO", "make_elpv",
            "CopyIndex", "ImageStats", "image_stats", "copy_groups", "hash_pairs", "hash_distance", "groups_of",
            "same_picture", "unusable", "save_signatures", "load_signatures", "copies_of"]

@@ -62,6 +62,17 @@ def read_image_file(path: str | os.PathLike, *, draft_size: tuple[int, int] | No
     return im, hashlib.sha256(data).hexdigest(), size
 
 
+def decode_bytes(data: bytes, name: str = "<upload>") -> Image.Image:
+    """An uploaded file's bytes as an 8-bit RGB PIL image (EXIF orientation applied), read in memory only.
+
+    Raises:
+        ImageLoadError: empty, not an image, truncated, or a possible decompression bomb; the cause says which.
+    """
+    if not data:
+        raise ImageLoadError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), Path(name), None)[0]
+
+
 def _open_file(path: Path, draft_size: tuple[int, int] | None) -> Image.Image:
     try:
         with open(path, "rb") as f:
