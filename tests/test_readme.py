@@ -34,6 +34,8 @@ SKIP = {
     "$SLURM": "needs a SLURM array job's environment (--shard R/W is tested in test_distributed.py)",
     "sbatch": "needs SLURM",
     "--nnodes": "needs several machines",
+    "headstart serve": "serves until stopped (a real server answers the same examples in test_serve.py)",
+    "curl ": "talks to a running server (test_serve.py sends the same requests)",
 }
 SUBSTITUTE = {
     # the real data set is prepared elsewhere in the sandbox; data/elpv is a small stand-in with the same layout

@@ -488,6 +488,11 @@ def test_auto_prints_its_plan_and_saves_what_it_measured(tmp_path, three_classes
     # --finetune-epochs given: the user asked for it, so the CPU rule does not leave it out
     plan = _auto.make_plan(_ctx_for(three_classes), 840.0, frozenset({"finetune_epochs"}))
     assert plan.candidates[3].run
+    # the run above cached the probe's views of its train + val images (the same split): the plan prices them at
+    # nothing now
+    assert _auto._cached_share(_ctx_for(three_classes), "dihedral") == 1.0
+    monkeypatch.setattr(_auto, "_cached_share", lambda ctx, views: 0.0)
+    assert _auto.make_plan(_ctx_for(three_classes), 840.0).candidates[0].estimate > plan.candidates[0].estimate
 
 
 def _ctx_for(root):
@@ -495,8 +500,8 @@ def _ctx_for(root):
     from headstart.training._context import TrainContext
 
     config = TrainConfig(**FAST).check()
-    return TrainContext(load_splits(root, val_split=0.25, test_split=0.25), config, torch.device("cpu"),
-                        progress=False)
+    return TrainContext(load_splits(root, val_split=config.val_split, test_split=config.test_split), config,
+                        torch.device("cpu"), progress=False)
 
 
 def test_an_interrupted_auto_keeps_the_best_so_far_and_resume_goes_on(tmp_path, three_classes, monkeypatch):

@@ -105,7 +105,9 @@ def make_plan(ctx: TrainContext, budget: float, given: frozenset[str] = frozense
     fwd = lambda k: measured.forward[sides[k]]  # noqa: E731
     decode = n / measured.decode
     rows = n * len(VIEW_SETS[views])
-    probe = rows / fwd("probe") + decode + rows * width * LR_SECONDS_PER_ROW * len(norm_candidates(c.power_norm))
+    fresh = 1.0 - _cached_share(ctx, views)  # what is cached costs no extraction
+    probe = fresh * (rows / fwd("probe") + decode) + rows * width * LR_SECONDS_PER_ROW * len(
+        norm_candidates(c.power_norm))
     head_fits = (c.cv_folds + 2) if c.cv_folds >= 2 else 1
     head_epoch = HEAD_SECONDS_PER_IMAGE_EPOCH * n * head_fits
     partial_epoch = n_train / measured.partial_step[sides["partial"]] + n_val / fwd("partial")
@@ -129,6 +131,17 @@ def make_plan(ctx: TrainContext, budget: float, given: frozenset[str] = frozense
     plan = Plan(budget, measured, cands)
     _decide(plan, ctx, budget, given)
     return plan
+
+
+def _cached_share(ctx: TrainContext, views: str) -> float:
+    """How much of the probe's extraction the view cache already holds (0 when the probe reads the feature store:
+    one view, then the store decides)."""
+    if views == "none":
+        return 0.0
+    from ._strategies import _extract_cfg
+    from ._views import cached_share
+
+    return cached_share([*ctx.splits.train, *ctx.splits.val], _extract_cfg(ctx, pooling="avg"), views)
 
 
 def _decide(plan: Plan, ctx: TrainContext, left: float, given: frozenset[str]) -> None:

@@ -24,7 +24,7 @@ from ..home import activations_dir
 from ..views import ViewFeaturesFn, check_views, view_ops
 from ..weights import sha256_file
 
-__all__ = ["view_features"]
+__all__ = ["view_features", "cached_share"]
 
 _logger = logging.getLogger(__name__)
 
@@ -55,6 +55,23 @@ def _load_rows(folder: Path) -> dict[str, np.ndarray]:
         except (OSError, ValueError, KeyError):  # a damaged file only costs recomputing its rows
             _logger.warning("ignoring unreadable view cache file %s", f)
     return rows
+
+
+def cached_share(items: Sequence[Item], config: ExtractConfig, views: str, *, cache_root: Path | None = None
+                 ) -> float:
+    """The fraction of ``items`` whose views are already cached (``auto``'s plan: a cached extraction costs
+    nothing). Reads only the cache files' key lists, and hashes the files (what the cache is keyed by)."""
+    folder = _cache_dir(config, views, cache_root)
+    if not items or not folder.is_dir():
+        return 0.0
+    known: set[str] = set()
+    for f in folder.glob("rows-*.npz"):
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                known.update(z["keys"].tolist())
+        except (OSError, ValueError, KeyError):
+            continue
+    return sum(_file_key(it.path) in known for it in items) / len(items)
 
 
 def view_features(items: Sequence[Item], classes: list[str], config: ExtractConfig, views: str, *,
