@@ -19,8 +19,8 @@ class ServeConfig:
 
     host: str = setting("127.0.0.1", "address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes it)")
     port: int = setting(8000, "TCP port", minimum=0, maximum=65535)
-    backend: str = setting("auto", "auto (the run's cached ONNX export on a CPU), onnx, or torch",
-                           choices=("auto", "onnx", "torch"))
+    backend: str = setting("auto", "auto (the run's cached ONNX export on a CPU), onnx, torch, or int8 (the run's "
+                           "quantized export: `headstart export RUN --int8`)", choices=("auto", "onnx", "torch", "int8"))
     device: str | None = setting(None, "cpu, cuda, cuda:1 … (default: the CPU)")
     max_batch: int = setting(16, "images run through the model together at most", minimum=1)
     max_wait_ms: float = setting(5.0, "how long the first image of a batch waits for more", minimum=0)

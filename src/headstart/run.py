@@ -143,6 +143,8 @@ class TrainedModel:
         """What predicts for this run: its checked ONNX export on the CPU when present (and faster), else torch."""
         from .inference import Predictor, predictor_for
 
+        if backend == "int8":
+            return self._int8_predictor()
         if self.onnx_path is not None and backend != "torch" and runs_on_cpu(device):
             record = self.check_export()
             why = choose_ort(backend, record)
@@ -156,6 +158,24 @@ class TrainedModel:
                 return Predictor(OrtFn(self.onnx_path).open(), info, self.preprocessing, self.class_names,
                                  self.views)
         return predictor_for(self.model, backend=backend, device=device)
+
+    def _int8_predictor(self) -> "Predictor":
+        """The run's int8 export (``headstart export RUN --int8``), checked like the fp32 one."""
+        from .backends import OrtFn
+        from .inference import Predictor
+
+        path = self.root / "model.int8.onnx"
+        if not path.is_file():
+            raise RunError(f"{self.root} has no int8 export; make it with `headstart export {self.root} --int8`.")
+        record = check_record(path)
+        if record.get("source") != export_source(self.root):
+            raise RunError(f"{path} was made from other weights or settings than this run's {MODEL}/{CONFIG}; it "
+                           f"is refused. Export again (`headstart export {self.root} --int8`).")
+        drop = record["fp32_accuracy"] - record["int8_accuracy"]
+        info = BackendInfo("onnxruntime-int8", "cpu", f"int8 export: test accuracy {record['int8_accuracy']:.2%} "
+                           f"(fp32 {record['fp32_accuracy']:.2%}, {100 * drop:+.2f} points)", None, str(path),
+                           record.get("speed_img_s_single_thread", {}))
+        return Predictor(OrtFn(path).open(), info, self.preprocessing, self.class_names, self.views)
 
     def check_export(self) -> dict[str, Any]:
         """The export's record after checking its SHA-256 and that it was made from this run's current files."""

@@ -44,7 +44,7 @@ class ServedModel:
         from .run import load
 
         trained = load(run)  # a damaged run, or one from another version, is refused here, at start
-        predictor = trained.predictor(backend="torch" if backend == "torch" else "auto", device=device)
+        predictor = trained.predictor(backend=backend if backend in ("torch", "int8") else "auto", device=device)
         if backend == "onnx" and predictor.info.name != "onnxruntime":
             raise HeadstartError(f"--backend onnx: {run} is served by {predictor.info.name} here ({predictor.info.why})."
                                  f" Use --backend auto, or `headstart export {run}` first.")

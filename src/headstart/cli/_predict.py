@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=at_least(1), default=1, help="classes per image (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--int8", action="store_true", help="use the run's int8 export (`headstart export RUN --int8`)")
     add_backend_arguments(p)
     p.set_defaults(func=run_predict)
     e = sub.add_parser("evaluate", help="score a trained run on labelled images it has not seen",
@@ -41,7 +42,8 @@ def add_parser(sub) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from ..run import load
 
-    return print_results(load(args.run).predict(args.images, top=args.top, backend=args.backend,
+    backend = "int8" if args.int8 else args.backend
+    return print_results(load(args.run).predict(args.images, top=args.top, backend=backend,
                                                 device=args.device), args.json)
 
 

@@ -99,24 +99,9 @@ def _rate(fn, x, *, grad: bool) -> float:
 
 def _train_rate(net, x) -> float:
     """Images/s of a training step of every layer (what finetune does per image)."""
-    import torch
-
     for p in net.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.AdamW([p for p in net.parameters()], lr=0.0)  # lr 0: the weights are used again later
-    y = torch.zeros(len(x), dtype=torch.long, device=x.device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(x).float(), y).backward()
-        opt.step()
-
-    net.train()
-    try:
-        return len(x) / _timed(step)
-    finally:
-        net.eval()
-        opt.zero_grad(set_to_none=True)
+    return _step_rate(net, net, list(net.parameters()), x)
 
 
 def _partial_rate(net, cut: str, x) -> float:
@@ -139,13 +124,20 @@ def _partial_rate(net, cut: str, x) -> float:
         p.requires_grad_(seen)
         if seen:
             trainable.append(p)
-    fn = FromCut(net, cut).to(x.device)
-    opt = torch.optim.AdamW(trainable, lr=0.0)
+    return _step_rate(net, FromCut(net, cut).to(x.device), trainable, captured[0])
+
+
+def _step_rate(net, fn, params: list, x) -> float:
+    """Images/s of forward + backward + AdamW step of ``fn`` on ``x``, ``net`` in train mode (lr 0: the weights
+    are used again later; BatchNorm statistics move, which a measuring copy may)."""
+    import torch
+
+    opt = torch.optim.AdamW(params, lr=0.0)
     y = torch.zeros(len(x), dtype=torch.long, device=x.device)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(fn(captured[0]).float(), y).backward()
+        torch.nn.functional.cross_entropy(fn(x).float(), y).backward()
         opt.step()
 
     net.train()
