@@ -224,10 +224,13 @@ def run_auto(ctx: TrainContext, say, given: frozenset[str] = frozenset()) -> tup
     results: list[StrategyResult] = []
     for i, cand in enumerate(plan.candidates):
         left = deadline - time.perf_counter()
-        if cand.run and i:  # re-planned on what is really left: earlier candidates may have stopped early
+        if i:  # re-planned on what is really left: earlier candidates may have stopped early, or run long
+            was = cand.run
             cand.run, cand.why = _fits(cand, ctx, left, given, first=False)
-            if not cand.run:
+            if was and not cand.run:
                 say(f"auto: skipping {cand.strategy}: {cand.why}")
+            elif cand.run and not was:
+                say(f"auto: {cand.strategy} fits after all: {cand.why}")
         if not cand.run:
             continue
         say(f"auto: {cand.strategy} ({left:.0f} s of budget left)")
