@@ -12,8 +12,9 @@ def add_parser(sub) -> None:
                     "output: class probabilities). The export is checked against PyTorch (max difference ≤ 1e-4 "
                     "of the output scale) and recorded with its SHA-256 in FILE.json. By default it is written to "
                     "RUN/model.onnx, where `headstart predict` / `evaluate` use it on the CPU.",
-        epilog="examples:\n  headstart export runs/elpv\n  headstart export runs/elpv --out elpv.onnx\n"
-               "  headstart export runs/elpv --int8                  # quantized; predict --int8, serve --backend int8",
+        epilog="examples:\n  headstart export runs/elpv\n  headstart export runs/elpv --out elpv.onnx\n\n"
+               "--int8 also writes RUN/model.int8.onnx when it keeps the test accuracy within 1 point of fp32's "
+               "(then: predict --int8, serve --backend int8)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
