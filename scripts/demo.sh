@@ -8,7 +8,7 @@ echo "== 1. classifier: top-3 ImageNet labels with the offline Lite0 weights"
 "$BIN/python" scripts/sample_photos.py "$OUT/photos"
 "$BIN/headstart" classify "$OUT"/photos/*.jpg --top 3
 echo
-echo "== 2-4. train on real data: ELPV solar cells, functional vs defective (auto tries every strategy)"
+echo "== 2-4. train on real data: ELPV solar cells, functional vs defective (auto plans the strategies, keeps the best)"
 "$BIN/headstart" data elpv "$OUT/elpv"
 # --overwrite: a second `make demo` trains again (a finished run is otherwise never replaced silently)
 "$BIN/headstart" train "$OUT/elpv" --out "$OUT/run-elpv" --overwrite

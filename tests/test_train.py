@@ -476,7 +476,7 @@ def test_auto_prints_its_plan_and_saves_what_it_measured(tmp_path, three_classes
                   **{**{k: v for k, v in FAST.items() if k != "finetune_epochs"}, "epochs": 3})
     text = caplog.text
     assert text.index("auto: plan for 840 s on cpu") < text.index("auto: probe (")
-    assert "images/s: decode" in text and "skip  on a CPU only" in text
+    assert "images/s: decode" in text and "skip  on a CPU it would train" in text
     plan = json.loads((tmp_path / "run" / "metrics.json").read_text())["plan"]
     assert [c["strategy"] for c in plan["candidates"]] == ["probe", "head", "partial", "finetune"]
     assert [c["run"] for c in plan["candidates"]] == [True, True, True, False]

@@ -6,8 +6,9 @@ and why, run them cheapest first, stop the ones that can no longer win, and hand
 Measured reasons for the plan's rules (benchmarks/RESULTS.md):
 - On a CPU, a whole-network fine-tune gets the few epochs the budget leaves (3 at 224 px on ELPV, ~280 s). It lost
   on every ELPV split (val 79.7–81.7 % against the probe twin's 85.1–86.4 %) and to partial on natural photos
-  (86.8 against 90.9 %); the GPU recipe that wins trains 30 epochs. So on a CPU it runs only when at least
-  :data:`CPU_FINETUNE_MIN_EPOCHS` epochs fit (or ``--finetune-epochs`` was given), and its time goes to the rest.
+  (86.8 against 90.9 %); the GPU recipe that wins trains 30 epochs. So on a CPU it runs only when it would train
+  at least :data:`CPU_FINETUNE_MIN_EPOCHS` epochs (its own limit and the budget's; with the default 3, never) or
+  ``--finetune-epochs`` was given, and its time goes to the rest.
 - A candidate trained by epochs is stopped once its validation curve cannot reach what it must beat to be chosen
   (:class:`LosingBound`).
 """
@@ -162,10 +163,11 @@ def _fits(cand: Candidate, ctx: TrainContext, left: float, given: frozenset[str]
         return False, f"needs ≥ {cand.minimum:.0f} s (with {MIN_EPOCHS} epochs); {max(left, 0):.0f} s left"
     if cand.strategy == "finetune" and ctx.device.type != "cuda" and "finetune_epochs" not in given:
         fit = int(left // cand.epoch_seconds) if cand.epoch_seconds else 0
-        if agree(fit < CPU_FINETUNE_MIN_EPOCHS):
-            return False, (f"on a CPU only {fit} epoch{'s' * (fit != 1)} of every layer fit (< "
-                           f"{CPU_FINETUNE_MIN_EPOCHS}: a short fine-tune never beat the probe here; "
-                           f"--finetune-epochs N runs it anyway)")
+        would = min(fit, _max_epochs("finetune", ctx))  # what it would train: the budget's or its own limit
+        if agree(would < CPU_FINETUNE_MIN_EPOCHS):
+            return False, (f"on a CPU it would train {would} epoch{'s' * (would != 1)} of every layer ({fit} fit, "
+                           f"--finetune-epochs {ctx.config.finetune_epochs}); fewer than {CPU_FINETUNE_MIN_EPOCHS} "
+                           f"never beat the probe here; --finetune-epochs N runs it anyway")
     if cand.epoch_seconds is None:
         return True, f"fits ({max(left, 0):.0f} s left)"
     epochs = min(_max_epochs(cand.strategy, ctx), int(max(left - (cand.minimum - MIN_EPOCHS * cand.epoch_seconds), 0)
