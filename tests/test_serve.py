@@ -41,11 +41,12 @@ def _port() -> int:
 
 
 class Server:
-    def __init__(self, run: Path, *args: str):
+    def __init__(self, run: Path, *args: str, env=None):
         self.port = _port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "headstart", "serve", str(run), "--port", str(self.port),
-                                      *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                      *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **(env or {})})
         t0 = time.time()
         while time.time() - t0 < 60:
             if self.proc.poll() is not None:
@@ -212,9 +213,17 @@ def test_a_full_queue_answers_503_and_recovers(run):
         assert s.stop() == 0
 
 
-def test_api_key_and_sigterm(run):
-    s = Server(run[0], "--api-key", "s3cret")
+def test_api_key_and_sigterm(run, tmp_path):
+    import numpy as np
+
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    s = Server(run[0], "--api-key", "s3cret", env={"TMPDIR": str(spool)})
     data = run[1][0].read_bytes()
+    big = io.BytesIO()  # a 2 MB upload: Starlette would spool it to a temporary file; the server must not
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(big, "PNG")
+    assert len(big.getvalue()) > 1 << 21
+    assert s.predict([("big.png", big.getvalue())], headers={"X-API-Key": "s3cret"})[0] == 200
     assert s.get("/health")[0] == 200  # health stays open (load balancers)
     assert s.predict([("x.png", data)])[0] == 401
     assert s.predict([("x.png", data)], headers={"X-API-Key": "wrong"})[0] == 401
@@ -248,3 +257,20 @@ def test_the_page_shows_labels_for_a_dropped_image(server, run, tmp_path):
         rows = page.locator(".prediction").all_inner_texts()
         assert len(rows) == 2 and rows[0].split("\n")[0].strip() in ("a", "b") and "%" in rows[0]
         browser.close()
+
+
+def test_a_large_upload_stays_in_memory(monkeypatch):
+    """Starlette spools a multipart file over 1 MB to a temporary file (on disk); the server must not."""
+    import asyncio
+    import tempfile
+
+    from starlette.requests import Request
+
+    from headstart._serve_parts import _from_multipart
+
+    rolled = []
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", lambda self: rolled.append(self))
+    body, ctype = _multipart([("big.bin", b"x" * (3 << 20))])
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type", ctype.encode())]}
+    got = asyncio.run(_from_multipart(Request(scope), body))
+    assert got == [("big.bin", b"x" * (3 << 20))] and not rolled

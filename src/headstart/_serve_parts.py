@@ -101,6 +101,12 @@ async def _from_multipart(request, body: bytes) -> list[tuple[str, bytes]]:
     async def replay():  # the body was read once (to bound it); the form parser reads it again from memory
         return {"type": "http.request", "body": body, "more_body": False}
 
+    from starlette.formparsers import MultiPartParser
+
+    # Starlette spools an uploaded file over 1 MB to a temporary file on disk; the body is already in memory and
+    # bounded by --max-body, so its parts stay in memory too: the server writes no user file to disk.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, len(body) + 1)
+
     try:
         form = await Request(request.scope, replay).form()
     except Exception as exc:  # a malformed multipart body
