@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_load import _port, locust, start  # noqa: E402
+from serve_load import _port, healthy, locust, start  # noqa: E402
 
 
 def start_litserve(run: Path, port: int) -> tuple[subprocess.Popen, float]:
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("litserve_app.py")), str(run), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while time.perf_counter() - t < 90:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc, time.perf_counter() - t
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("LitServe did not become healthy within 90 s")
+    return healthy([sys.executable, str(Path(__file__).with_name("litserve_app.py")), str(run), str(port)], port)
 
 
 def main() -> int:

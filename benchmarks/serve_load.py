@@ -94,10 +94,14 @@ def offline(run: Path, images: Path, repeat: int = 4) -> float:
 
 
 def start(run: Path, port: int) -> tuple[subprocess.Popen, float]:
+    return healthy([sys.executable, "-m", "headstart", "serve", str(run), "--port", str(port)], port)
+
+
+def healthy(argv: list[str], port: int, limit: float = 90) -> tuple[subprocess.Popen, float]:
+    """Start ``argv`` and wait for its first 200 on /health; (process, seconds it took)."""
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "headstart", "serve", str(run), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while time.perf_counter() - t < 60:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while time.perf_counter() - t < limit:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
                 if r.status == 200:
@@ -105,7 +109,7 @@ def start(run: Path, port: int) -> tuple[subprocess.Popen, float]:
         except OSError:
             time.sleep(0.02)
     proc.kill()
-    raise SystemExit("the server did not become healthy within 60 s")
+    raise SystemExit(f"{argv[1]} did not become healthy within {limit:.0f} s")
 
 
 def locust(url: str, images: Path, users: int, seconds: int, work: Path) -> dict:
