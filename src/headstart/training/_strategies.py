@@ -419,13 +419,11 @@ def _pil_loaders(model, ctx: TrainContext):
 def _resident_loaders(model, ctx: TrainContext, recipe):
     """The gpu recipe: every image decoded once, whole, onto the device; augmented there with the views the best
     linear head so far chose (the probe's cross-validation: dihedral on ELPV, the mirror on photos)."""
-    from dataclasses import replace as _replace
-
     from ._resident import ResidentImages, ResidentLoader
 
     config, splits = ctx.config, ctx.splits
     # whole images at training and at prediction: the run's preprocessing is saved with crop_pct 1
-    model.preprocessing = _replace(model.preprocessing, crop_pct=1.0)
+    model.preprocessing = replace(model.preprocessing, crop_pct=1.0)
     best = _best_linear(ctx)
     views = getattr(best.model, "views", "none") if best is not None else "hflip"  # alone: only the mirror
     train_images = ResidentImages.decode(splits.train, splits.classes, model.preprocessing, ctx.device,
