@@ -252,11 +252,27 @@ def test_the_page_shows_labels_for_a_dropped_image(server, run, tmp_path):
         browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
         page = browser.new_page()
         page.goto(server.url + "/")
-        page.set_input_files("#file", str(run[1][0]))
+        _drop(page, Path(run[1][0]).read_bytes(), "cell.png", "image/png")  # a real drop event, as a user's
         page.wait_for_selector(".prediction", timeout=15000)
         rows = page.locator(".prediction").all_inner_texts()
         assert len(rows) == 2 and rows[0].split("\n")[0].strip() in ("a", "b") and "%" in rows[0]
+        _drop(page, b"not an image", "notes.txt", "text/plain")  # the server's refusal reaches the page
+        page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=15000)
+        assert "notes.txt" in page.inner_text("#error") and page.locator(".prediction").count() == 0
+        page.set_input_files("#file", str(run[1][0]))  # and the file picker
+        page.wait_for_selector(".prediction", timeout=15000)
+        assert page.locator(".prediction").count() == 2
         browser.close()
+
+
+def _drop(page, data: bytes, name: str, mime: str) -> None:
+    """Dispatch dragover + drop on the page's drop zone with a DataTransfer holding one file."""
+    transfer = page.evaluate_handle(
+        """([b64, name, mime]) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+           const dt = new DataTransfer(); dt.items.add(new File([bytes], name, {type: mime})); return dt; }""",
+        [base64.b64encode(data).decode(), name, mime])
+    page.dispatch_event("#drop", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
 
 
 def test_a_large_upload_stays_in_memory(monkeypatch):
