@@ -290,3 +290,29 @@ def test_a_large_upload_stays_in_memory(monkeypatch):
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type", ctype.encode())]}
     got = asyncio.run(_from_multipart(Request(scope), body))
     assert got == [("big.bin", b"x" * (3 << 20))] and not rolled
+
+
+def test_workers_serve_the_same_answers_and_stop_on_sigterm(server, run):
+    """`--workers 2`: two processes behind one port (each loads the run); both answer as one does; SIGTERM
+    stops the supervisor and its workers, exit 0."""
+    files = [(p.name, p.read_bytes()) for p in run[1][:3]]
+    want = json.loads(server.predict(files, top=2)[1])
+    s = Server(run[0], "--workers", "2")
+    try:
+        for _ in range(6):  # enough requests that both processes take some
+            status, body, _ = s.predict(files, top=2)
+            assert status == 200 and json.loads(body) == want
+        children = subprocess.run(["pgrep", "-P", str(s.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) >= 2, children
+    finally:
+        assert s.stop() == 0
+    time.sleep(0.5)
+    assert not [pid for pid in children if _running(pid)], "a worker outlived the server"
+
+
+def _running(pid: str) -> bool:
+    """Alive and not a zombie (a container's PID 1 may never reap the orphans it inherits)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
