@@ -11,9 +11,10 @@ a stratified 75/25 train/test split as folders, then faults injected by this scr
 `headstart.doctor.check` then runs on the folder (Lite0 features, 5-fold out-of-fold probabilities). Measured:
 flips found (recall), label issues per flip, injected train/test pairs found, exact copies found, and false
 duplicate pairs (pairs inside reported groups that were not injected) per 1,000 images. Beside it, on the same
-out-of-fold probabilities and embeddings: cleanlab's ``Datalab`` (label and near_duplicate issues; cleanlab is
-AGPL-3.0, installed only for this benchmark: `pip install 'cleanlab[datalab]'`), and fastai's way, the in-sample loss of a
-model trained on every image, ranked, cut at the doctor's number of issues. `--elpv`: the doctor on ELPV without
+out-of-fold probabilities and embeddings: cleanlab's own per-cell rule (``prune_by_noise_rate``, "per_cell"), its
+``Datalab`` (label and near_duplicate issues; cleanlab is AGPL-3.0, installed only for this benchmark:
+`pip install 'cleanlab[datalab]'`), and fastai's way, the in-sample loss of a model trained on every image, ranked,
+cut at the doctor's number of issues. `--elpv`: the doctor on ELPV without
 injection, its label issues against ELPV's soft labels (p = 1/3, 2/3: the experts' uncertain cells).
 Prints a table and writes every number to --json; results: benchmarks/RESULTS.md.
 """
@@ -95,6 +96,17 @@ def score_doctor(report, truth) -> dict:
             "issues": len(issues), "flips": len(truth["flipped"])}
 
 
+def score_per_cell(report, truth) -> dict:
+    """The same probabilities under cleanlab's own rule (prune_by_noise_rate: per-cell margins), the doctor's rule
+    before it took the same count by self-confidence."""
+    from headstart.doctor import label_issues
+
+    a = report.arrays
+    flagged = {a["paths"][d["index"]] for d in label_issues(a["y"], a["probs"], filter_by="prune_by_noise_rate")}
+    return {"flip_recall": len(truth["flipped"] & flagged) / len(truth["flipped"]),
+            "issues_per_flip": len(flagged) / len(truth["flipped"])}
+
+
 def score_cleanlab(report, truth) -> dict:
     from cleanlab import Datalab
 
@@ -125,8 +137,9 @@ def score_in_sample(report, truth) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     a = report.arrays
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=report.probe["C"], max_iter=2000)).fit(a["x"], a["y"])
-    p = model.predict_proba(a["x"])[np.arange(len(a["y"])), a["y"]]
+    x = np.sign(a["x"]) * np.sqrt(np.abs(a["x"])) if report.probe.get("power_norm") == "on" else a["x"]
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=report.probe["C"], max_iter=2000)).fit(x, a["y"])
+    p = model.predict_proba(x)[np.arange(len(a["y"])), a["y"]]
     k = max(1, len(report.label_issues))
     order = np.argsort(p, kind="stable")
     top = {a["paths"][i] for i in order[:k]}
@@ -145,7 +158,8 @@ def run(name: str, seed: int, work: Path) -> dict:
     report = check(root, DoctorConfig(seed=seed), progress=False)
     seconds = time.perf_counter() - t0
     row = {"dataset": name, "seed": seed, "images": report.images, "seconds": round(seconds, 1),
-           "doctor": score_doctor(report, truth), "in_sample": score_in_sample(report, truth)}
+           "probe": report.probe, "doctor": score_doctor(report, truth),
+           "per_cell": score_per_cell(report, truth), "in_sample": score_in_sample(report, truth)}
     try:
         row["cleanlab"] = score_cleanlab(report, truth)
     except ImportError:
@@ -197,7 +211,7 @@ def table(rows) -> str:
              "exact found | false pairs / 1000 |", "|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == name]
-        for method in ("doctor", "cleanlab", "in_sample"):
+        for method in ("doctor", "per_cell", "cleanlab", "in_sample"):
             vals = [r[method] for r in mine if r.get(method)]
             if not vals:
                 continue

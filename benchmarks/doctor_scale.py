@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     z = projection(x)
     times["PCA (shared by both checks)"] = time.perf_counter() - t
     t = time.perf_counter()
-    probs, c = oof_probabilities(x, y, projected=z)
+    probs, c, _ = oof_probabilities(x, y, projected=z)
     times["out-of-fold probabilities"] = time.perf_counter() - t
     t = time.perf_counter()
     issues = label_issues(y, probs)

@@ -11,7 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
 from headstart.data import hash_distance, hash_pairs
-from headstart.doctor import exact_duplicates, label_issues, leaks, near_duplicates, neighbours, outliers
+from headstart.doctor import (exact_duplicates, label_issues, leaks, near_duplicates, neighbours, oof_probabilities,
+                              outliers)
 from headstart.errors import HeadstartError
 from conftest import make_image
 
@@ -249,3 +250,45 @@ def test_train_excludes_listed_images_and_warns_when_test_leaks(tmp_path, caplog
     unknown.write_text("/nowhere/x.png\n")
     with pytest.raises(HeadstartError, match="none of them in"):
         train(root, tmp_path / "run2", exclude=str(unknown), **fast)
+
+
+def test_self_confidence_flags_the_per_cell_count_by_lowest_given_probability():
+    """The default takes prune_by_noise_rate's count, but the images least believed in their given label across
+    the whole set — not the largest margin inside each off-diagonal cell — and never a class's last image."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    probs = np.full((180, 3), 0.1)
+    probs[np.arange(180), y] = rng.uniform(0.4, 0.7, 180)
+    probs /= probs.sum(1, keepdims=True)  # given-label probabilities 0.67–0.78: thresholds near 0.73
+    # Three images given 0 clearly belong to class 1: the (0, 1) cell holds three. Image 70 (given 1) is believed
+    # least of all, but its doubt is split between 0 and 2, so it reaches neither class's threshold: the per-cell
+    # rule never sees it.
+    probs[[0, 1, 2]] = [[0.15, 0.83, 0.02], [0.10, 0.88, 0.02], [0.20, 0.78, 0.02]]
+    probs[70] = [0.44, 0.12, 0.44]
+    per_cell = {d["index"] for d in label_issues(y, probs, filter_by="prune_by_noise_rate")}
+    mine = [d["index"] for d in label_issues(y, probs)]
+    assert len(mine) == len(per_cell)
+    given = probs[np.arange(180), y]
+    assert set(mine) == set(np.argsort(given)[:len(mine)].tolist())
+    assert {0, 1, 2} <= per_cell and 70 in mine and 70 not in per_cell and mine[0] == 1
+    # A class whose every image is doubted keeps one.
+    two = np.array([0, 0, 1, 1, 1, 1])
+    p2 = np.array([[0.4, 0.6], [0.45, 0.55], [0.1, 0.9], [0.1, 0.9], [0.2, 0.8], [0.15, 0.85]])
+    kept = {d["index"] for d in label_issues(two, p2)}
+    assert not {0, 1} <= kept
+
+
+def test_oof_probabilities_choose_the_power_norm_and_c_by_log_loss():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    # The class shows in the square root of heavy-tailed positive activations, not in their raw scale...
+    base = rng.lognormal(0, 1.5, size=(200, 6))
+    probs, c, norm = oof_probabilities(base + (y[:, None] * 2.0) * np.sqrt(base), y, norms=("off", "on"))
+    assert norm == "on" and probs.shape == (200, 2) and np.allclose(probs.sum(1), 1)
+    # ...here in a small shift of features spread far around zero, which the square root squashes.
+    x = rng.normal(scale=4.0, size=(200, 6)) + y[:, None] * 2.0
+    assert oof_probabilities(x, y, norms=("off", "on"))[2] == "off"
+    # C: the least regularised C when the classes separate cleanly, a small one when labels are mostly noise.
+    sep = rng.normal(size=(200, 6)) + y[:, None] * 6.0
+    assert oof_probabilities(sep, y, norms=("off",))[1] == 1.0
+    assert oof_probabilities(rng.normal(size=(200, 6)), y, norms=("off",))[1] <= 0.01

@@ -153,10 +153,10 @@ def _label_checks(report: DoctorReport, t: dict, config: DoctorConfig) -> None:
     from ._rules import label_issues, oof_probabilities, projection
 
     t["z"] = projection(t["x"], config.seed)  # one PCA for the label and neighbour checks of a large set
-    probs, c = oof_probabilities(t["x"], t["y"], folds=config.cv_folds, seed=config.seed, projected=t["z"])
+    probs, c, norm = oof_probabilities(t["x"], t["y"], folds=config.cv_folds, seed=config.seed, projected=t["z"])
     report.arrays = {"paths": t["paths"], "y": t["y"], "probs": probs, "x": t["x"], "splits": t["splits"]}
     classes = t["classes"]
-    report.probe = {"C": c, "folds": config.cv_folds,
+    report.probe = {"C": c, "power_norm": norm, "folds": config.cv_folds,
                     "oof_accuracy": round(float((probs.argmax(1) == t["y"]).mean()), 4)}
     report.label_issues = [{"path": t["paths"][d["index"]], "label": classes[d["label"]],
                             "suggested": classes[d["suggested"]], "score": d["score"],

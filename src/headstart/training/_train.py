@@ -225,7 +225,8 @@ def _write_data_checks(out: Path, ctx: TrainContext, results: Sequence[StrategyR
     probe = next((r for r in results if r.name == "probe"), None)
     if probe is not None and ctx.config.cv_folds >= 2 and len(s.train) + len(s.val) >= 20:
         try:
-            checks["label_issues"] = _label_issues(ctx, probe.details.get("C", 0.1))
+            checks["label_issues"] = _label_issues(ctx, probe.details.get("C", 0.1),
+                                                   probe.details.get("power_norm", "off"))
         except HeadstartError as exc:  # e.g. a class with one image: the run stands, the section says why
             checks["label_issues_error"] = str(exc)
     atomic_write_json(out / DATA_CHECKS, checks)
@@ -234,7 +235,7 @@ def _write_data_checks(out: Path, ctx: TrainContext, results: Sequence[StrategyR
             f"`headstart doctor {s.source}`")
 
 
-def _label_issues(ctx: TrainContext, c: float, keep: int = 100) -> list[dict]:
+def _label_issues(ctx: TrainContext, c: float, norm: str, keep: int = 100) -> list[dict]:
     import numpy as np
 
     from ..doctor import label_issues, oof_probabilities
@@ -251,8 +252,8 @@ def _label_issues(ctx: TrainContext, c: float, keep: int = 100) -> list[dict]:
         paths += fs.paths
         names += [name] * len(fs)
     y_all = np.concatenate(y)
-    probs, _ = oof_probabilities(np.concatenate(x), y_all, folds=ctx.config.cv_folds, seed=ctx.config.seed,
-                                 grid=(c,))
+    probs, _, _ = oof_probabilities(np.concatenate(x), y_all, folds=ctx.config.cv_folds, seed=ctx.config.seed,
+                                    grid=(c,), norms=(norm,))
     return [{"path": paths[d["index"]], "label": s.classes[d["label"]], "suggested": s.classes[d["suggested"]],
              "score": d["score"], "split": names[d["index"]]} for d in label_issues(y_all, probs)[:keep]]
 
