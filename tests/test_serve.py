@@ -262,7 +262,34 @@ def test_the_page_shows_labels_for_a_dropped_image(server, run, tmp_path):
         page.set_input_files("#file", str(run[1][0]))  # and the file picker
         page.wait_for_selector(".prediction", timeout=15000)
         assert page.locator(".prediction").count() == 2
+        page.click("#explain")  # the Grad-CAM overlay of that image
+        page.wait_for_function("document.getElementById('cam').naturalWidth > 0", timeout=60000)
+        assert page.evaluate("document.getElementById('cam').naturalWidth") > page.evaluate(
+            "document.getElementById('cam').naturalHeight")  # image | heat map, side by side
         browser.close()
+
+
+def test_explain_answers_a_gradcam_png_of_the_top_class(server, run):
+    import numpy as np
+
+    pytest.importorskip("captum")
+    data = run[1][0].read_bytes()
+    body, ctype = _multipart([("cell.png", data)])
+    status, png, headers = server.post("/explain", body, ctype)
+    assert status == 200 and headers["content-type"] == "image/png"
+    im = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    h, w, _ = im.shape
+    assert w > 2 * min(h, 256) - 1  # the image and its heat map side by side, above a caption
+    half = (w - 8) // 2
+    left, right = im[:half, :half], im[:half, half + 8:2 * half + 8]
+    assert np.abs(left - right).mean() > 5  # the right half carries the heat map, not a copy of the image
+    for bad, status_ in ((b"not an image", 400), (b"", 400)):
+        body, ctype = _multipart([("x.png", bad)])
+        assert server.post("/explain", body, ctype)[0] == status_
+    body, ctype = _multipart([("a.png", data), ("b.png", data)])
+    status, err, _ = server.post("/explain", body, ctype)
+    assert status == 400 and b"one image" in err
+    assert server.predict([("cell.png", data)])[0] == 200  # and predictions still flow
 
 
 def _drop(page, data: bytes, name: str, mime: str) -> None:

@@ -1,5 +1,6 @@
-"""The page `headstart serve` shows at ``/``: drop or pick an image, see its top-5 labels as bars. One file, no
-external scripts or fonts (the server may run with no network)."""
+"""The page `headstart serve` shows at ``/``: drop or pick an image, see its top-5 labels as bars, and on request
+its Grad-CAM overlay (``POST /explain``). One file, no external scripts or fonts (the server may run with no
+network)."""
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>headstart: {{RUN}}</title>
@@ -14,6 +15,8 @@ PAGE = """<!doctype html>
  .bar{height:1.1em;background:#36c;border-radius:3px}
  .pct{width:4.5em;font-variant-numeric:tabular-nums}
  #error{color:#b00}
+ #explain{margin:.8em 0;display:none}
+ #cam{max-width:100%;display:none}
  small{color:#666}
 </style></head><body>
 <h1>headstart: {{RUN}}</h1>
@@ -23,10 +26,25 @@ PAGE = """<!doctype html>
 <img id="preview" alt="the image sent">
 <div id="error" role="alert"></div>
 <div id="result" aria-live="polite"></div>
+<button id="explain" type="button">Show where the model looked (Grad-CAM)</button>
+<img id="cam" alt="Grad-CAM of the top class">
 <p><small><a href="/docs">API</a> · <a href="/health">health</a></small></p>
 <script>
 const drop = document.getElementById("drop"), input = document.getElementById("file");
 const result = document.getElementById("result"), error = document.getElementById("error");
+const explainButton = document.getElementById("explain"), cam = document.getElementById("cam");
+let last = null;
+const keyHeaders = () => { const key = new URLSearchParams(location.hash.slice(1)).get("key");
+  return key ? {"X-API-Key": key} : {}; };
+explainButton.onclick = async () => {
+  if (!last) return;
+  const body = new FormData(); body.append("file", last, last.name);
+  explainButton.disabled = true; explainButton.textContent = "Computing Grad-CAM…";
+  const r = await fetch("/explain", {method: "POST", body, headers: keyHeaders()});
+  explainButton.disabled = false; explainButton.textContent = "Show where the model looked (Grad-CAM)";
+  if (!r.ok) { error.textContent = (await r.json()).error || ("error " + r.status); return; }
+  cam.src = URL.createObjectURL(await r.blob()); cam.style.display = "block";
+};
 drop.onclick = () => input.click();
 input.onchange = () => input.files.length && send(input.files[0]);
 drop.ondragover = e => { e.preventDefault(); drop.classList.add("over"); };
@@ -34,12 +52,12 @@ drop.ondragleave = () => drop.classList.remove("over");
 drop.ondrop = e => { e.preventDefault(); drop.classList.remove("over");
   if (e.dataTransfer.files.length) send(e.dataTransfer.files[0]); };
 async function send(file) {
-  error.textContent = ""; result.textContent = "…";
+  error.textContent = ""; result.textContent = "…"; last = file;
+  cam.style.display = "none"; explainButton.style.display = "none";
   const preview = document.getElementById("preview");
   preview.src = URL.createObjectURL(file); preview.style.display = "block";
   const body = new FormData(); body.append("file", file, file.name);
-  const key = new URLSearchParams(location.hash.slice(1)).get("key");
-  const r = await fetch("/predict?top=5", {method: "POST", body, headers: key ? {"X-API-Key": key} : {}});
+  const r = await fetch("/predict?top=5", {method: "POST", body, headers: keyHeaders()});
   const data = await r.json();
   result.textContent = "";
   if (!r.ok) { error.textContent = data.error || ("error " + r.status); return; }
@@ -51,6 +69,7 @@ async function send(file) {
     row.children[2].textContent = pct + " %";
     result.appendChild(row);
   }
+  explainButton.style.display = "inline-block";
 }
 </script></body></html>
 """

@@ -13,6 +13,7 @@ event loop, in a thread pool (:func:`headstart.data.decode_bytes`: never written
 what came within ``max_wait_ms`` of the first, through the run's predictor (the cached ONNX export on the CPU by
 default, the GPU with ``--device cuda``) in one inference thread → each request gets its rows back, as
 ``headstart predict RUN --json`` prints them. ``/health`` answers 200 only after a warm-up batch has run.
+``/explain`` draws one image's Grad-CAM with the run's torch model (:class:`Explainer`, built on first use).
 """
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request) at run time.
 import asyncio
@@ -29,9 +30,38 @@ import numpy as np
 from ._serve_parts import Refusal, ServeConfig
 from .errors import HeadstartError, ImageLoadError
 
-__all__ = ["ServeConfig", "ServedModel", "Batcher", "QueueFull", "create_app", "serve"]
+__all__ = ["ServeConfig", "ServedModel", "Explainer", "Batcher", "QueueFull", "create_app", "serve"]
 
 _logger = logging.getLogger(__name__)
+
+
+class Explainer:
+    """Grad-CAM overlays of the run's torch model for ``POST /explain``. The model is built on the first request,
+    not at start: a run with its ONNX export is served without importing torch (ready in 0.6 s), and most servers
+    never explain. One request at a time (a lock): each holds a backward pass's activations."""
+
+    def __init__(self, run: Path):
+        import threading
+
+        self.run, self._model, self._lock = run, None, threading.Lock()
+
+    def png(self, image, name: str) -> bytes:
+        """The overlay (image | heat map, caption) of the top class of the one-view network, as PNG bytes."""
+        import io
+
+        from .explain import explain, overlay
+
+        with self._lock:
+            if self._model is None:
+                from .run import load
+
+                self._model = load(self.run).model.eval()
+            (expl,) = explain(self._model, [image])
+        if not expl.ok:
+            raise ImageLoadError(name, expl.error)
+        out = io.BytesIO()
+        overlay(expl).save(out, "PNG")
+        return out.getvalue()
 
 
 class QueueFull(Exception):
@@ -149,6 +179,7 @@ def create_app(model: ServedModel, config: ServeConfig):
     batcher = Batcher(model.fn, config.max_batch, config.max_wait_ms / 1000, config.max_queue,
                       on_batch=metrics.batch_size.observe)
     decode_pool = ThreadPoolExecutor(config.decode_threads or os.cpu_count() or 1, "headstart-decode")
+    explainer, explain_pool = Explainer(model.run), ThreadPoolExecutor(1, "headstart-explain")
     state = {"ready": False}
 
     @asynccontextmanager
@@ -161,6 +192,7 @@ def create_app(model: ServedModel, config: ServeConfig):
         state["ready"] = False
         await batcher.stop()
         decode_pool.shutdown(wait=False)
+        explain_pool.shutdown(wait=False)
 
     app = FastAPI(title="headstart", version=_version(), lifespan=lifespan,
                   description=f"Predictions of the run {model.run.name}: classes {', '.join(model.class_names)}.")
@@ -203,6 +235,29 @@ def create_app(model: ServedModel, config: ServeConfig):
         return JSONResponse([{"path": name, "predictions": model.rows(p, max(1, top))}
                              for (name, _), p in zip(named, probs)])
 
+    @app.post("/explain", summary="Grad-CAM of one image's top class (multipart `file`, or JSON {\"images\": "
+                                  "[base64]}): a PNG of the image beside its heat map", response_class=Response)
+    async def explain(request: Request):
+        if not authorized(request):
+            return refuse(401, "a valid API key is required: header X-API-Key: KEY or Authorization: Bearer KEY")
+        from .errors import ExplainError
+
+        try:
+            named = await read_images(request, int(config.max_body * 1e6))
+            if len(named) != 1:
+                raise Refusal(400, f"/explain takes one image; received {len(named)}")
+            loop = asyncio.get_running_loop()
+            name, data = named[0]
+            image = await loop.run_in_executor(decode_pool, _decode, data, name)
+            png = await loop.run_in_executor(explain_pool, explainer.png, image, name)
+        except Refusal as r:
+            return refuse(r.status, r.message)
+        except ImageLoadError as exc:
+            return refuse(400, f"{exc.path}: {exc.cause}")
+        except ExplainError as exc:  # captum missing, or a network without a feature map to explain
+            return refuse(501, str(exc))
+        return Response(png, media_type="image/png")
+
     @app.get("/health", summary="200 once the model is loaded and warmed up")
     async def health():
         if not state["ready"]:
@@ -223,10 +278,14 @@ def create_app(model: ServedModel, config: ServeConfig):
     return app
 
 
-def _prepare(model: ServedModel, data: bytes, name: str) -> np.ndarray:
+def _decode(data: bytes, name: str):
     from .data import decode_bytes
 
-    return model.transform(decode_bytes(data, name))
+    return decode_bytes(data, name)
+
+
+def _prepare(model: ServedModel, data: bytes, name: str) -> np.ndarray:
+    return model.transform(_decode(data, name))
 
 
 def _version() -> str:
