@@ -136,8 +136,10 @@ def score_in_sample(report, truth) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from headstart.models import signed_sqrt
+
     a = report.arrays
-    x = np.sign(a["x"]) * np.sqrt(np.abs(a["x"])) if report.probe.get("power_norm") == "on" else a["x"]
+    x = signed_sqrt(a["x"]) if report.probe.get("power_norm") == "on" else a["x"]  # the doctor's features
     model = make_pipeline(StandardScaler(), LogisticRegression(C=report.probe["C"], max_iter=2000)).fit(x, a["y"])
     p = model.predict_proba(x)[np.arange(len(a["y"])), a["y"]]
     k = max(1, len(report.label_issues))

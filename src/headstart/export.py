@@ -122,7 +122,8 @@ def _calibration_images(run, calibrate, test: set[str], samples: int) -> list[st
 
 
 def _quantize(fp32: Path, out: Path, images: list[str], preprocessing) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .data import load_image
@@ -147,29 +148,22 @@ def _quantize(fp32: Path, out: Path, images: list[str], preprocessing) -> None:
     # compute), 7-bit weights (reduce_range: u8×s8 products cannot saturate the 16-bit sums of AVX2 kernels), scales
     # from min/max. Measured on a cats-vs-dogs probe (benchmarks/RESULTS.md): −1.14 points with every op at full
     # range, −1.29 Conv-only with percentile scales, −0.71 and −0.43 with reduce_range (percentile, min/max).
-    from onnxruntime.quantization import CalibrationMethod
-
     quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
-                    reduce_range=True,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    reduce_range=True, calibrate_method=CalibrationMethod.MinMax)
     prepared.unlink(missing_ok=True)
 
 
 def _accuracy(fn, run, tested: list[tuple[str, str]]) -> float:
-    import numpy as np
+    """Test accuracy of the ONNX function ``fn`` on ``tested``, through the path `predict` takes (views included)."""
+    from .backends import BackendInfo
+    from .data import Item
+    from .inference import Predictor, predict_items
 
-    from .data import load_image
-    from .views import with_views
-
-    transform, batch = run.preprocessing.array_transform(), with_views(fn, run.views)
+    predictor = Predictor(fn, BackendInfo("onnxruntime"), run.preprocessing, run.class_names, run.views)
+    probs, _ = predict_items(predictor, [Item(path, label) for path, label in tested])
     names = run.class_names
-    right = 0
-    for start in range(0, len(tested), 32):
-        chunk = tested[start:start + 32]
-        p = np.asarray(batch(np.stack([transform(load_image(path)) for path, _ in chunk])))
-        right += sum(names[int(k)] == label for k, (_, label) in zip(p.argmax(1), chunk))
-    return right / max(len(tested), 1)
+    return sum(names[int(k)] == label for k, (_, label) in zip(probs.argmax(1), tested)) / max(len(tested), 1)
 
 
 def _img_per_s(fn, run, batches: int = 8) -> float:

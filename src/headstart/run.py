@@ -167,22 +167,22 @@ class TrainedModel:
         path = self.root / "model.int8.onnx"
         if not path.is_file():
             raise RunError(f"{self.root} has no int8 export; make it with `headstart export {self.root} --int8`.")
-        record = check_record(path)
-        if record.get("source") != export_source(self.root):
-            raise RunError(f"{path} was made from other weights or settings than this run's {MODEL}/{CONFIG}; it "
-                           f"is refused. Export again (`headstart export {self.root} --int8`).")
+        record = self.check_export(path, again="--int8")
         drop = record["fp32_accuracy"] - record["int8_accuracy"]
         info = BackendInfo("onnxruntime-int8", "cpu", f"int8 export: test accuracy {record['int8_accuracy']:.2%} "
                            f"(fp32 {record['fp32_accuracy']:.2%}, {100 * drop:+.2f} points)", None, str(path),
                            record.get("speed_img_s_single_thread", {}))
         return Predictor(OrtFn(path).open(), info, self.preprocessing, self.class_names, self.views)
 
-    def check_export(self) -> dict[str, Any]:
-        """The export's record after checking its SHA-256 and that it was made from this run's current files."""
-        record = check_record(self.onnx_path)
+    def check_export(self, path: Path | None = None, again: str = "") -> dict[str, Any]:
+        """The export's record (``path``: default the fp32 ONNX file) after checking its SHA-256 and that it was
+        made from this run's current files. ``again``: the export flag that remakes it, for the error."""
+        path = path or self.onnx_path
+        record = check_record(path)
         if record.get("source") != export_source(self.root):
-            raise RunError(f"{self.onnx_path} was exported from other weights or settings than this run's "
-                           f"{MODEL}/{CONFIG}; it is refused. Export again (`headstart export {self.root}`).")
+            raise RunError(f"{path} was exported from other weights or settings than this run's "
+                           f"{MODEL}/{CONFIG}; it is refused. Export again "
+                           f"(`headstart export {self.root}{' ' + again if again else ''}`).")
         return record
 
     def predict(self, images: Sequence[ImageInput], top: int = 1, *, backend: str = "auto",

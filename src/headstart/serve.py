@@ -33,6 +33,7 @@ from .errors import HeadstartError, ImageLoadError
 __all__ = ["ServeConfig", "ServedModel", "Explainer", "Batcher", "QueueFull", "create_app", "serve"]
 
 _logger = logging.getLogger(__name__)
+NEEDS_KEY = "a valid API key is required: header X-API-Key: KEY or Authorization: Bearer KEY"
 
 
 class Explainer:
@@ -216,7 +217,7 @@ def create_app(model: ServedModel, config: ServeConfig):
                                   "{\"images\": [base64, …]})")
     async def predict(request: Request, top: int = 1):
         if not authorized(request):
-            return refuse(401, "a valid API key is required: header X-API-Key: KEY or Authorization: Bearer KEY")
+            return refuse(401, NEEDS_KEY)
         if not state["ready"]:
             return refuse(503, "the model is still warming up", retry_after=1)
         try:
@@ -239,7 +240,7 @@ def create_app(model: ServedModel, config: ServeConfig):
                                   "[base64]}): a PNG of the image beside its heat map", response_class=Response)
     async def explain(request: Request):
         if not authorized(request):
-            return refuse(401, "a valid API key is required: header X-API-Key: KEY or Authorization: Bearer KEY")
+            return refuse(401, NEEDS_KEY)
         from .errors import ExplainError
 
         try:
@@ -248,7 +249,9 @@ def create_app(model: ServedModel, config: ServeConfig):
                 raise Refusal(400, f"/explain takes one image; received {len(named)}")
             loop = asyncio.get_running_loop()
             name, data = named[0]
-            image = await loop.run_in_executor(decode_pool, _decode, data, name)
+            from .data import decode_bytes
+
+            image = await loop.run_in_executor(decode_pool, decode_bytes, data, name)
             png = await loop.run_in_executor(explain_pool, explainer.png, image, name)
         except Refusal as r:
             return refuse(r.status, r.message)
@@ -278,14 +281,10 @@ def create_app(model: ServedModel, config: ServeConfig):
     return app
 
 
-def _decode(data: bytes, name: str):
+def _prepare(model: ServedModel, data: bytes, name: str) -> np.ndarray:
     from .data import decode_bytes
 
-    return decode_bytes(data, name)
-
-
-def _prepare(model: ServedModel, data: bytes, name: str) -> np.ndarray:
-    return model.transform(_decode(data, name))
+    return model.transform(decode_bytes(data, name))
 
 
 def _version() -> str:

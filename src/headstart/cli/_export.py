@@ -27,9 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_run
-
-    from ..export import export_int8
+    from ..export import export_int8, export_run
 
     r = export_run(args.run, format=args.format, out=args.out)
     speed = r.get("speed", {})

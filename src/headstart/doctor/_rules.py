@@ -2,8 +2,8 @@
 
 This module holds the checks as plain functions over arrays the rest of headstart already computes: the
 cross-validated probe's out-of-fold probabilities (label issues) and the feature store's embeddings (near
-duplicates). It imports no torch, so the checks run in seconds on cached features. The `headstart doctor`
-command, the report's "Data" section and `train --exclude` are still to be built on top of it.
+duplicates). It imports no torch itself (only the power norm borrows the probe's function, on use), so the checks
+run in seconds on cached features; `headstart doctor` (:mod:`._check`) and `train`'s "Data" section call it.
 
 Label issues follow the confident-learning rule of Northcutt, Jiang & Chuang (JAIR 2021), written here rather than
 imported: cleanlab, which implements it, is AGPL-3.0 and headstart is Apache-2.0.
@@ -164,12 +164,20 @@ def oof_probabilities(x: np.ndarray, y: Sequence[int], *, folds: int = 5, seed: 
     cv = StratifiedKFold(k, shuffle=True, random_state=seed)
     best: tuple[float, float, str, np.ndarray] | None = None
     for norm in norms:
-        xn = np.sign(x) * np.sqrt(np.abs(x)) if norm == "on" else x
+        xn = _signed_sqrt(x) if norm == "on" else x
         for c, probs in _oof_path(xn, y, cv, grid, len(counts)).items():
             loss = log_loss(y, probs, labels=np.arange(len(counts)))
             if best is None or loss < best[0] - 1e-9:  # a tie keeps the earlier: norm off, the smaller C
                 best = (loss, c, norm, probs)
     return best[3], best[1], best[2]
+
+
+def _signed_sqrt(x: np.ndarray) -> np.ndarray:
+    """The probe's power norm (its ``sqrt`` layer, the same function), so that ``train``'s label check on the probe's
+    C and norm sees the probe's features. Imported here, on use: it brings torch, which the other checks do not need."""
+    from ..models import signed_sqrt
+
+    return signed_sqrt(x)
 
 
 def _oof_path(x: np.ndarray, y: np.ndarray, cv, grid: Sequence[float], n_classes: int) -> dict[float, np.ndarray]:
